@@ -1,0 +1,189 @@
+"""The contract every method honours.
+
+A *method* is a class with ``fit(data, ...)`` and ``predict(images)``. The harness never looks inside it:
+it hands over a :class:`TrainData` (labeled patches with instance maps, unlabeled patches with images
+only) and asks for int32 instance maps back. This module imports neither torch nor any method, so
+``benchmark list`` stays fast and plugins can depend on it cheaply.
+
+Plugin authors subclass :class:`Method`, register it through the ``nuclei_ssl_bench.methods`` entry-point
+group, and run ``python -m benchmark check-method NAME`` (or :func:`benchmark.check.check_method`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+API_VERSION = 1
+
+#: Extra supervision a method may declare on the *unlabeled* patches. The runner derives them from the
+#: unlabeled patches' ground truth only for methods that declare them (``Method.needs``).
+KNOWN_NEEDS = frozenset({"points", "boxes"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    """One training or evaluation patch.
+
+    Attributes:
+        id (str): stable identifier, ``"<image name>@<row>_<col>"`` for patches cut from an image.
+        image (np.ndarray): ``uint8`` array of shape ``(H, W, 3)``, RGB.
+        label (np.ndarray | None): ``int32`` instance map of shape ``(H, W)``, 0 = background,
+            1..N = instances; ``None`` for an unlabeled patch.
+        points (np.ndarray | None): ``float32 (N, 2)`` nucleus centroids as ``(row, col)``; only present
+            on unlabeled patches given to a method that declares ``needs={"points"}``.
+        boxes (np.ndarray | None): ``float32 (N, 4)`` nucleus boxes ``(x1, y1, x2, y2)`` in pixels
+            (x2/y2 exclusive); only for methods that declare ``needs={"boxes"}``.
+    """
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray | None = None
+    points: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+    """What ``Method.fit`` receives.
+
+    Attributes:
+        labeled: patches with ``label`` set.
+        unlabeled: patches with ``label=None`` (plus ``points``/``boxes`` if the method declared them).
+        val: labeled validation patches (may be empty). Methods may use them for model selection only.
+    """
+
+    labeled: Sequence[Patch]
+    unlabeled: Sequence[Patch] = ()
+    val: Sequence[Patch] = ()
+
+
+ProgressFn = Callable[[str], None]
+
+
+class Method(abc.ABC):
+    """Base class of every method.
+
+    Subclasses set the class attributes and implement :meth:`fit` and :meth:`predict`. The constructor
+    takes keyword options (method hyper-parameters); ``config()`` must return them, JSON-serialisable,
+    so every result records exactly what ran.
+
+    Class attributes:
+        name: registry name (lower case, ``-`` separated).
+        description: one line shown by ``benchmark list``.
+        needs: extra supervision on unlabeled patches (subset of ``{"points", "boxes"}``).
+        approximation: one line saying how this re-implementation departs from the published method,
+            or ``None`` when it is faithful.
+        deep: ``True`` for methods that train a neural network (they honour the training profile).
+        uses_unlabeled: ``False`` for supervised-only methods (shown as ``L`` by ``benchmark list``).
+        version: bump when a change alters results; it enters the result cache key.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    approximation: ClassVar[str | None] = None
+    deep: ClassVar[bool] = False
+    uses_unlabeled: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+    api_version: ClassVar[int] = API_VERSION
+    #: option name -> default value. When non-empty, unknown options are rejected and CLI strings
+    #: (``--set bass.alpha=0.3``) are converted to the default's type.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: name of the registered method whose trained model this method starts from (e.g. BASS's
+    #: teacher is ``"maskrcnn"``). The runner trains that cell first and sets :attr:`teacher_workdir`.
+    teacher: ClassVar[str | None] = None
+    #: ``--set FAMILY.option=value`` reaches every method of a family (``bass`` for all BASS variants).
+    family: ClassVar[str | None] = None
+
+    def __init__(self, **options: Any) -> None:
+        if self.defaults:
+            unknown = sorted(set(options) - set(self.defaults))
+            if unknown:
+                raise ValueError(
+                    f"method {self.name!r} has no option(s) {unknown}; "
+                    f"valid options: {', '.join(sorted(self.defaults))}"
+                )
+            merged = dict(self.defaults)
+            merged.update({k: coerce_option(v, self.defaults[k], k) for k, v in options.items()})
+            self.options = merged
+        else:
+            self.options = dict(options)
+        #: set by the runner for methods with a ``teacher``: the finished teacher cell's workdir.
+        self.teacher_workdir: Path | None = None
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable hyper-parameters of this instance (recorded with every result)."""
+        return dict(self.options)
+
+    @abc.abstractmethod
+    def fit(
+        self,
+        data: TrainData,
+        *,
+        profile: Any,
+        seed: int,
+        device: str,
+        workdir: Path,
+        progress: bool = True,
+    ) -> None:
+        """Train on ``data``.
+
+        Args:
+            data: labeled / unlabeled / val patches.
+            profile: a :class:`benchmark.profiles.Profile` (schedule, input size, backbone).
+            seed: every random choice must derive from it; same seed + CPU => same model.
+            device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (already resolved, never ``"auto"``).
+            workdir: an existing directory owned by this fit; checkpoints go here so that an
+                interrupted fit resumes when called again with the same ``workdir``.
+            progress: show a progress bar.
+        """
+
+    @abc.abstractmethod
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return one ``int32`` instance map of shape ``(H, W)`` per ``uint8 (H, W, 3)`` image.
+
+        0 is background, instances are labelled ``1..N`` (no gaps required but allowed).
+        """
+
+    def teardown(self) -> None:  # pragma: no cover - optional hook
+        """Release large resources (GPU memory) after prediction."""
+
+
+def coerce_option(value: Any, like: Any, name: str = "option") -> Any:
+    """Convert a CLI string ``value`` to the type of the default ``like`` (bool, int, float, tuple, str).
+
+    Non-string values pass through unchanged. Raises ``ValueError`` naming the option on bad input.
+    """
+    if not isinstance(value, str) or isinstance(like, str) or like is None:
+        return value
+    try:
+        if isinstance(like, bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if isinstance(like, int):
+            return int(value)
+        if isinstance(like, float):
+            return float(value)
+        if isinstance(like, (tuple, list)):
+            items = [x for x in value.replace(";", ",").split(",") if x != ""]
+            kind = type(like[0]) if like else float
+            return tuple(kind(x) for x in items)
+    except ValueError as exc:
+        raise ValueError(f"bad value {value!r} for {name} (default {like!r}): {exc}") from None
+    return value
+
+
+def supervision_label(method_cls: type[Method]) -> str:
+    """Human-readable supervision a method needs, e.g. ``"L+U"`` or ``"L+U +points"``."""
+    extra = "".join(f" +{n}" for n in sorted(method_cls.needs))
+    return ("L+U" if method_cls.uses_unlabeled else "L") + extra

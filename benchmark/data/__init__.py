@@ -1,0 +1,71 @@
+"""Datasets, patching, stitching and split manifests.
+
+Entry points used by the runner and the CLI:
+
+- :func:`open_dataset` turns a dataset spec (a registered name such as ``"monuseg"``, or ``"folder:PATH"``)
+  into a :class:`~benchmark.data.base.Dataset`.
+- :func:`manifest_for` returns the split manifest of a dataset: the committed ``splits/<name>.json`` when
+  it exists (verified against the files on disk), else one made deterministically from the sorted file
+  names and the seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmark.data.base import Dataset, DatasetError, DatasetNotFoundError, default_data_root
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPLITS_DIR = REPO_ROOT / "splits"
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "open_dataset",
+    "manifest_for",
+    "SPLITS_DIR",
+]
+
+
+def open_dataset(spec: str, data_root: str | Path | None = None) -> Dataset:
+    """Build the dataset named by ``spec``.
+
+    Args:
+        spec: a registered dataset name (``benchmark list``), or ``"folder:PATH"`` for the generic
+            ``images/`` + ``labels/`` layout.
+        data_root: the folder holding one sub-folder per dataset (``--data-root``); ``None`` falls
+            back to ``$NUCLEI_SSL_BENCH_DATA`` and then ``~/.cache/nuclei-ssl-bench/data``.
+    """
+    if spec.startswith("folder:"):
+        from benchmark.data.folder import dataset_from_spec
+
+        return dataset_from_spec(spec, data_root)
+    from benchmark.catalog import get_dataset_class
+
+    cls = get_dataset_class(spec)
+    root = None if data_root is None else Path(data_root).expanduser() / spec
+    if getattr(cls, "needs_files", True) is False:
+        return cls()
+    return cls(root=root if root is not None else default_data_root() / spec)
+
+
+def dataset_key(spec: str) -> str:
+    """A path- and table-friendly name for a dataset spec (``folder:/a/b`` → ``folder-b``)."""
+    if spec.startswith("folder:"):
+        return "folder-" + Path(spec[len("folder:") :]).expanduser().resolve().name
+    return spec
+
+
+def manifest_for(dataset: Dataset, spec: str, *, seed: int = 0, verify: bool = True) -> dict[str, Any]:
+    """The committed manifest of ``spec`` if there is one (verified), else a freshly made one."""
+    from benchmark.data import splits
+
+    committed = SPLITS_DIR / f"{dataset_key(spec)}.json"
+    if committed.exists():
+        manifest = splits.load_manifest(committed)
+        if verify:
+            splits.verify_manifest(manifest, dataset)
+        return manifest
+    return splits.make_manifest(dataset, seed=seed)

@@ -1,0 +1,518 @@
+"""The grid runner behind ``python -m benchmark run``.
+
+The grid is methods × datasets × ratios × seeds (× sweep values). Each cell trains one method on one
+split, predicts every test patch once, and evaluates both protocols from those predictions:
+
+- ``patch``: metrics per 256×256 test patch (overlapping, as the paper did);
+- ``image``: patch predictions stitched into whole test images, metrics per image.
+
+Cells live in the result store (:mod:`benchmark.store`); a finished cell is never recomputed unless
+``force``; an interrupted cell resumes from the method's last checkpoint; a failing cell is recorded
+and the grid goes on. Methods with a ``teacher`` (BASS and friends) reuse the teacher's cell: the
+teacher is trained once per (dataset, ratio, seed, profile) and shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import store
+from benchmark.api import Method
+from benchmark.catalog import METHODS, PAPER_DATASETS, get_method
+from benchmark.data import dataset_key, manifest_for, open_dataset
+from benchmark.data.base import DatasetError
+from benchmark.envinfo import distribution_of, environment
+from benchmark.profiles import Profile
+
+log = logging.getLogger("benchmark.runner")
+
+DEFAULT_RATIOS = ("1/8", "1/4", "1/2")
+
+
+class GridError(Exception):
+    """The grid cannot start (bad names, missing data without --skip-missing)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """One cell of the grid.
+
+    Attributes:
+        method: registered method name.
+        dataset: dataset spec (registered name or ``folder:PATH``).
+        ratio: labeled ratio, ``"1/8"``, ``"1/4"`` or ``"1/2"``.
+        seed: training seed.
+        options: method options (``--set``/``--sweep`` values) as sorted ``(key, value)`` pairs.
+    """
+
+    method: str
+    dataset: str
+    ratio: str
+    seed: int
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def label(self) -> str:
+        opts = "".join(f" {k}={v}" for k, v in self.options)
+        return f"{self.method}{opts} | {dataset_key(self.dataset)} | {self.ratio} | seed {self.seed}"
+
+
+@dataclasses.dataclass
+class GridConfig:
+    """Everything ``benchmark run`` was asked to do.
+
+    Attributes:
+        methods, datasets, ratios, seeds: the grid axes.
+        profile: the training profile (after ``--set profile.x=...`` overrides).
+        device: resolved device string.
+        out: result store root.
+        data_root: ``--data-root`` (``None``: environment / default).
+        overrides: ``{"bass.alpha": "0.3", ...}`` method option overrides (strings from the CLI).
+        sweeps: ``{"bass.alpha": ["0.1", "0.3"]}``: one cell per value.
+        force: recompute finished cells.
+        skip_missing: run the datasets that are present when some are missing.
+        progress: per-cell training bars.
+    """
+
+    methods: list[str]
+    datasets: list[str]
+    ratios: list[str]
+    seeds: list[int]
+    profile: Profile
+    device: str = "cpu"
+    out: Path = Path("results")
+    data_root: Path | None = None
+    overrides: dict[str, str] = dataclasses.field(default_factory=dict)
+    sweeps: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    force: bool = False
+    skip_missing: bool = False
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------- option handling
+def _applies(prefix: str, cls: type[Method]) -> bool:
+    return prefix in (cls.name, cls.family)
+
+
+def method_options(cls: type[Method], assignments: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``{"prefix.key": value}`` assignments that reach method ``cls``."""
+    out = {}
+    for key, value in assignments.items():
+        prefix, _, opt = key.partition(".")
+        if opt and _applies(prefix, cls):
+            out[opt] = value
+    return out
+
+
+def validate_assignments(assignments: dict[str, Any], methods: Sequence[str]) -> None:
+    """Every ``prefix.key`` must reach at least one requested method and be a valid option."""
+    for key in assignments:
+        prefix, _, opt = key.partition(".")
+        if not opt:
+            raise GridError(f"--set/--sweep {key!r}: expected METHOD.option=value or profile.field=value")
+        targets = [get_method(m) for m in methods if _applies(prefix, get_method(m))]
+        if not targets:
+            raise GridError(
+                f"--set/--sweep {key!r}: {prefix!r} matches none of the requested methods "
+                f"({', '.join(methods)}); use a method name, a family (e.g. 'bass') or 'profile'"
+            )
+        for cls in targets:
+            if cls.defaults and opt not in cls.defaults:
+                raise GridError(
+                    f"--set/--sweep {key!r}: method {cls.name!r} has no option {opt!r}; "
+                    f"valid: {', '.join(sorted(cls.defaults))}"
+                )
+
+
+def expand_cells(cfg: GridConfig, datasets: Sequence[str]) -> list[CellSpec]:
+    """Cells in run order: dataset, ratio, seed, then methods (teachers first)."""
+    sweep_keys = sorted(cfg.sweeps)
+    sweep_values = list(itertools.product(*(cfg.sweeps[k] for k in sweep_keys))) or [()]
+    cells: list[CellSpec] = []
+    for ds, ratio, seed in itertools.product(datasets, cfg.ratios, cfg.seeds):
+        for method in _teacher_first(cfg.methods):
+            cls = get_method(method)
+            for values in sweep_values:
+                assign = dict(cfg.overrides)
+                assign.update(dict(zip(sweep_keys, values)))
+                opts = method_options(cls, assign)
+                cell = CellSpec(method, ds, ratio, seed, tuple(sorted(opts.items())))
+                if cell not in cells:
+                    cells.append(cell)
+    return cells
+
+
+def _teacher_first(methods: Sequence[str]) -> list[str]:
+    teachers = [m for m in methods if any(get_method(o).teacher == m for o in methods)]
+    return teachers + [m for m in methods if m not in teachers]
+
+
+# ---------------------------------------------------------------------------------- the runner
+class Runner:
+    """Runs a grid into a result store. See :class:`GridConfig`."""
+
+    def __init__(self, cfg: GridConfig, *, echo: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._datasets: dict[str, Any] = {}
+        self._manifests: dict[str, dict] = {}
+        self._splits: dict[tuple, Any] = {}
+
+    # ---------------------------------------------------------------- planning
+    def check_names(self) -> None:
+        for m in self.cfg.methods:
+            get_method(m)  # raises UnknownNameError / PluginLoadError with the available names
+        validate_assignments({**self.cfg.overrides, **self.cfg.sweeps}, self.cfg.methods)
+        for r in self.cfg.ratios:
+            if r not in DEFAULT_RATIOS:
+                raise GridError(f"unknown ratio {r!r}; available: {', '.join(DEFAULT_RATIOS)}")
+
+    def resolve_datasets(self) -> list[str]:
+        """Expand ``all`` and check presence. Returns the dataset specs to run."""
+        specs: list[str] = []
+        for d in self.cfg.datasets:
+            for s in PAPER_DATASETS if d == "all" else (d,):
+                if s not in specs:
+                    specs.append(s)
+        present, missing = [], []
+        for spec in specs:
+            try:
+                ds = open_dataset(spec, self.cfg.data_root)
+            except DatasetError as exc:
+                missing.append((spec, str(exc)))
+                continue
+            if ds.is_present():
+                self._datasets[spec] = ds
+                present.append(spec)
+            else:
+                missing.append((spec, ds.missing_message()))
+        if missing:
+            text = "\n\n".join(f"[{s}] {msg}" for s, msg in missing)
+            if not self.cfg.skip_missing or not present:
+                raise GridError(
+                    f"{len(missing)} dataset(s) missing:\n\n{text}\n\n"
+                    + ("Re-run with --skip-missing to run the present ones only." if present else "")
+                )
+            self.echo(f"skipping {len(missing)} missing dataset(s):\n{text}\n")
+        return present
+
+    def cell_key(self, cell: CellSpec) -> dict[str, Any]:
+        cls = get_method(cell.method)
+        manifest = self.manifest(cell.dataset)
+        return {
+            "method": cell.method,
+            "method_version": cls.version,
+            "method_options": dict(cell.options),
+            "dataset": dataset_key(cell.dataset),
+            "split_hash": store.stable_hash(manifest, 16),
+            "ratio": cell.ratio,
+            "seed": cell.seed,
+            "profile": self.cfg.profile.name,
+            "profile_digest": self.cfg.profile.digest() if cls.deep else None,
+        }
+
+    def cell_dir(self, cell: CellSpec) -> Path:
+        key = self.cell_key(cell)
+        tag = f"seed{cell.seed}-{self.cfg.profile.name}-{store.stable_hash(key)}"
+        return self.out / dataset_key(cell.dataset) / store.ratio_slug(cell.ratio) / cell.method / tag
+
+    def manifest(self, spec: str) -> dict:
+        if spec not in self._manifests:
+            ds = self._datasets.get(spec) or open_dataset(spec, self.cfg.data_root)
+            self._datasets[spec] = ds
+            self._manifests[spec] = manifest_for(ds, spec)
+        return self._manifests[spec]
+
+    def plan(self) -> list[tuple[CellSpec, Path, str]]:
+        """``(cell, directory, status)`` for every cell, teachers included."""
+        self.check_names()
+        datasets = self.resolve_datasets()
+        cells = expand_cells(self.cfg, datasets)
+        extra = []
+        for c in cells:
+            teacher = get_method(c.method).teacher
+            if teacher:
+                t = CellSpec(teacher, c.dataset, c.ratio, c.seed, ())
+                if t not in cells and t not in extra:
+                    extra.append(t)
+        cells = extra + cells
+        rows = []
+        for c in cells:
+            d = self.cell_dir(c)
+            rows.append((c, d, store.cell_status(d)))
+        return rows
+
+    # ---------------------------------------------------------------- running
+    def run(self) -> int:
+        """Run every cell; returns the number of failed cells."""
+        rows = self.plan()
+        total = len(rows)
+        todo = [r for r in rows if self.cfg.force or r[2] != "done"]
+        self.echo(
+            f"grid: {total} cell(s), {total - len(todo)} already done, {len(todo)} to run "
+            f"→ {self.out}"
+        )
+        failed = 0
+        durations: list[float] = []
+        done_count = total - len(todo)
+        for i, (cell, path, _status) in enumerate(todo):
+            eta = ""
+            if durations:
+                left = (len(todo) - i) * (sum(durations) / len(durations))
+                eta = f", ETA {_fmt_secs(left)}"
+            self.echo(
+                f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
+            )
+            t0 = time.time()
+            ok = self.run_cell(cell, path)
+            durations.append(time.time() - t0)
+            if ok:
+                done_count += 1
+            else:
+                failed += 1
+        self.echo(f"grid finished: {done_count}/{total} done, {failed} failed. Results in {self.out}")
+        return failed
+
+    def run_cell(self, cell: CellSpec, path: Path) -> bool:
+        """Train, predict and evaluate one cell. Returns ``True`` on success; failures are recorded."""
+        if self.cfg.force and path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / store.FAILED).unlink(missing_ok=True)
+        logfile = path / "run.log"
+        handler = logging.FileHandler(logfile)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(min(root.level or logging.INFO, logging.INFO))
+        t0 = time.time()
+        try:
+            self._run_cell(cell, path, t0)
+            return True
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the grid
+            log.exception("cell failed: %s", cell.label())
+            store.atomic_write_json(
+                path / store.FAILED,
+                {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                    "seconds": time.time() - t0,
+                },
+            )
+            self.echo(f"  FAILED: {type(exc).__name__}: {exc} (details: {path / store.FAILED})")
+            return False
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+
+    def _split(self, cell: CellSpec, needs: frozenset[str]):
+        from benchmark.data.splits import build_split
+
+        key = (cell.dataset, cell.ratio, needs)
+        if key not in self._splits:
+            self._splits[key] = build_split(
+                self._datasets[cell.dataset], self.manifest(cell.dataset), cell.ratio, needs=needs
+            )
+        return self._splits[key]
+
+    def _run_cell(self, cell: CellSpec, path: Path, t0: float) -> None:
+        cls = get_method(cell.method)
+        method = cls(**dict(cell.options))
+        key = self.cell_key(cell)
+        dist, dist_version = distribution_of(cls.__module__)
+        store.atomic_write_json(
+            path / store.CELL,
+            {
+                **key,
+                "dataset_spec": cell.dataset,
+                "method_config": method.config(),
+                "method_class": f"{cls.__module__}:{cls.__qualname__}",
+                "needs": sorted(cls.needs),
+                "supervision": sorted(cls.needs),
+                "approximation": cls.approximation,
+                "profile_config": self.cfg.profile.to_dict() if cls.deep else None,
+            },
+        )
+        env = environment(self.cfg.device)
+        env["method_distribution"] = {"name": dist, "version": dist_version}
+        store.atomic_write_json(path / "env.json", env)
+
+        split = self._split(cell, frozenset(cls.needs))
+        if cls.teacher:
+            tcell = CellSpec(cls.teacher, cell.dataset, cell.ratio, cell.seed, ())
+            tdir = self.cell_dir(tcell)
+            if store.cell_status(tdir) != "done":
+                self.echo(f"  training teacher {cls.teacher!r} first")
+                if not self.run_cell(tcell, tdir):
+                    raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
+            method.teacher_workdir = tdir / "work"
+        workdir = path / "work"
+        workdir.mkdir(exist_ok=True)
+        log.info("fit %s on %d labeled / %d unlabeled patches", cell.label(),
+                 len(split.train.labeled), len(split.train.unlabeled))
+        t_fit = time.time()
+        method.fit(
+            split.train,
+            profile=self.cfg.profile,
+            seed=cell.seed,
+            device=self.cfg.device,
+            workdir=workdir,
+            progress=self.cfg.progress,
+        )
+        fit_s = time.time() - t_fit
+
+        t_pred = time.time()
+        patches = split.test_patches
+        preds = predict_in_chunks(method, [p.image for p in patches], progress=self.cfg.progress)
+        pred_s = time.time() - t_pred
+        pred_map = {p.id: m for p, m in zip(patches, preds)}
+        store.save_predictions(path / "predictions.npz", pred_map)
+
+        patch_table, image_table = evaluate_both_protocols(split, pred_map)
+        patch_table.to_csv(path / "metrics_patch.csv", index=False)
+        image_table.to_csv(path / "metrics_image.csv", index=False)
+
+        from benchmark.evaluation import summarize
+
+        summary = {
+            "patch": {m: summarize(patch_table, mode=m) for m in ("mean", "aggregated")},
+            "image": {m: summarize(image_table, mode=m) for m in ("mean", "aggregated")},
+        }
+        extra = getattr(method, "fit_info", None)
+        store.atomic_write_json(
+            path / store.DONE,
+            {
+                "summary": summary,
+                "fit_seconds": fit_s,
+                "predict_seconds": pred_s,
+                "total_seconds": time.time() - t0,
+                "n_labeled": len(split.train.labeled),
+                "n_unlabeled": len(split.train.unlabeled),
+                "n_test_patches": len(patches),
+                "n_test_images": len(split.test_images),
+                "fit_info": extra if isinstance(extra, dict) else None,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+        aji = summary["patch"]["mean"].get("aji")
+        self.echo(f"  done in {_fmt_secs(time.time() - t0)}: patch AJI {aji:.4f}" if aji is not None
+                  else "  done")
+
+
+def predict_in_chunks(
+    method: Method, images: Sequence[np.ndarray], *, chunk: int = 16, progress: bool = True
+) -> list[np.ndarray]:
+    """``method.predict`` over ``images`` in chunks (with a progress bar), validating the contract."""
+    from tqdm.auto import tqdm
+
+    out: list[np.ndarray] = []
+    bar = tqdm(total=len(images), desc="predict", unit="patch", disable=not progress, leave=False)
+    for start in range(0, len(images), chunk):
+        batch = list(images[start : start + chunk])
+        preds = method.predict(batch)
+        if len(preds) != len(batch):
+            raise RuntimeError(f"{method.name}.predict returned {len(preds)} maps for {len(batch)} images")
+        for img, p in zip(batch, preds):
+            p = np.asarray(p)
+            if p.shape != img.shape[:2]:
+                raise RuntimeError(
+                    f"{method.name}.predict returned shape {p.shape} for an image of {img.shape[:2]}"
+                )
+            out.append(p.astype(np.int32, copy=False))
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def evaluate_both_protocols(split, pred_map: dict[str, np.ndarray]):
+    """Per-patch table (paper protocol) and per-image table (stitched whole images)."""
+    from benchmark.data.stitching import stitch
+    from benchmark.evaluation import InstanceEvaluator
+
+    ev = InstanceEvaluator(protocol="patch")
+    ev.reset()
+    patches = split.test_patches
+    ev.process([p.id for p in patches], [p.label for p in patches], [pred_map[p.id] for p in patches])
+    patch_table = ev.table()
+
+    by_image: dict[str, list] = {}
+    for p in patches:
+        name, pos = parse_patch_id(p.id)
+        by_image.setdefault(name, []).append((pos, pred_map[p.id]))
+    ev_img = InstanceEvaluator(protocol="image")
+    ev_img.reset()
+    for rec in split.test_images:
+        items = by_image.get(rec.name, [])
+        positions = [pos for pos, _ in items]
+        stitched = stitch([m for _, m in items], positions, rec.label.shape)
+        ev_img.process([rec.name], [rec.label], [stitched])
+    return patch_table, ev_img.table()
+
+
+def parse_patch_id(pid: str) -> tuple[str, tuple[int, int]]:
+    """``"name@128_256"`` → ``("name", (128, 256))``."""
+    name, _, pos = pid.rpartition("@")
+    r, _, c = pos.partition("_")
+    return name, (int(r), int(c))
+
+
+def _fmt_secs(s: float) -> str:
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def dry_run_rows(runner: Runner) -> list[dict[str, Any]]:
+    """What ``--dry-run`` prints: each cell with its status and directory."""
+    return [
+        {"cell": c.label(), "status": status, "dir": str(d)} for c, d, status in runner.plan()
+    ]
+
+
+def describe_methods() -> list[dict[str, Any]]:
+    """Rows for ``benchmark list``: name, description, supervision, approximation, dist, error."""
+    from benchmark.api import supervision_label
+
+    rows = []
+    for name, entry, cls in METHODS.describe():
+        if cls is None:
+            rows.append({"name": name, "description": f"BROKEN: {entry.error}", "supervision": "?",
+                         "dist": entry.dist, "approximation": None})
+            continue
+        rows.append({
+            "name": name,
+            "description": cls.description,
+            "supervision": supervision_label(cls),
+            "approximation": cls.approximation,
+            "dist": entry.dist,
+            "deep": cls.deep,
+        })
+    return rows
+
+
+__all__ = [
+    "CellSpec",
+    "GridConfig",
+    "GridError",
+    "Runner",
+    "dry_run_rows",
+    "describe_methods",
+    "json",
+]

@@ -1,0 +1,42 @@
+"""Shared fixtures.
+
+``shared_datasets`` points at ``../shared/datasets`` (the real data staged beside the checkout). When it is
+absent (a user's clone) tests that need it are skipped with a clear reason; ``.ci/run`` refuses to run
+without it, so in CI these tests can never be silently skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NUCLEI_SSL_BENCH_SHARED", REPO_ROOT.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """Path to the real datasets folder, or skip."""
+    path = SHARED / "datasets"
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set NUCLEI_SSL_BENCH_SHARED to the 'shared' folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def monuseg_root(shared_datasets: Path) -> Path:
+    return shared_datasets / "monuseg"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Keep torch at 2 threads (the CI machine has 2 cores)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    torch.set_num_threads(2)
+    yield
