@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import shutil
 import sys
@@ -381,6 +380,7 @@ class Runner:
         pred_s = time.time() - t_pred
         pred_map = {p.id: m for p, m in zip(patches, preds)}
         store.save_predictions(path / "predictions.npz", pred_map)
+        save_examples(path / "examples.npz", patches)
 
         patch_table, image_table = evaluate_both_protocols(split, pred_map)
         patch_table.to_csv(path / "metrics_patch.csv", index=False)
@@ -463,6 +463,20 @@ def evaluate_both_protocols(split, pred_map: dict[str, np.ndarray]):
     return patch_table, ev_img.table()
 
 
+def save_examples(path: Path, patches, n: int = 3) -> None:
+    """Keep ``n`` evenly spaced test patches (image + ground truth) for the qualitative figure."""
+    if not patches:
+        return
+    idx = np.linspace(0, len(patches) - 1, num=min(n, len(patches))).round().astype(int)
+    chosen = [patches[i] for i in sorted(set(idx.tolist()))]
+    np.savez_compressed(
+        path,
+        ids=np.array([p.id for p in chosen]),
+        images=np.stack([p.image for p in chosen]),
+        labels=np.stack([p.label for p in chosen]).astype(np.int32),
+    )
+
+
 def parse_patch_id(pid: str) -> tuple[str, tuple[int, int]]:
     """``"name@128_256"`` → ``("name", (128, 256))``."""
     name, _, pos = pid.rpartition("@")
@@ -514,5 +528,4 @@ __all__ = [
     "Runner",
     "dry_run_rows",
     "describe_methods",
-    "json",
 ]

@@ -21,6 +21,8 @@ def shared_datasets() -> Path:
     """Path to the real datasets folder, or skip."""
     path = SHARED / "datasets"
     if not path.is_dir():
+        if os.environ.get("NUCLEI_SSL_BENCH_REQUIRE_DATA"):
+            pytest.fail(f"NUCLEI_SSL_BENCH_REQUIRE_DATA is set but {path} does not exist")
         pytest.skip(f"real data not found at {path} (set NUCLEI_SSL_BENCH_SHARED to the 'shared' folder)")
     return path
 

@@ -1,0 +1,101 @@
+"""``benchmark report``: tables, CSV/JSON and figures built from the result store only.
+
+Nothing here trains or predicts, so a report is instant and can be rebuilt from a copied store on
+another machine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmark.reports.collect import collect, results_frame
+from benchmark.reports.tables import TableOptions, table1, table2, sweep_table
+from benchmark.store import atomic_write_text, iter_cells
+
+#: swept options with a paper table/figure: option -> title
+SWEEPS = {
+    "box_threshold": "Table 3. Box-score threshold v_b",
+    "pixel_threshold": "Table 4. Pixel threshold v_p",
+    "alpha": "Fig. 3. CRC sampling ratio α",
+    "d": "Fig. 4. Band distance d",
+}
+
+
+def build_report(
+    results: Path = Path("results"),
+    out: Path = Path("reports"),
+    *,
+    protocol: str = "patch",
+    aggregation: str = "mean",
+    reference: str | None = None,
+    test: str = "wilcoxon",
+    correction: str | None = None,
+    methods: Sequence[str] | None = None,
+    figures: bool = True,
+) -> list[Path]:
+    """Write ``table1.md``, ``table2.md``, sweep tables, ``table5.md``, ``results.csv/json``,
+    ``report.md`` (all tables) and figures into ``out``. Returns the written paths."""
+    results, out = Path(results), Path(out)
+    if not results.is_dir():
+        raise ValueError(f"result store {results} does not exist; run `python -m benchmark run ...` first "
+                         f"or pass --results PATH")
+    records = list(iter_cells(results))
+    res = collect(records, protocol=protocol, aggregation=aggregation, methods=methods)
+    opts = TableOptions(protocol=protocol, aggregation=aggregation, test=test, correction=correction,
+                        reference=reference)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def write(name: str, text: str) -> None:
+        atomic_write_text(out / name, text)
+        written.append(out / name)
+
+    t1, t2 = table1(res, opts), table2(res, opts)
+    write("table1.md", t1)
+    write("table2.md", t2)
+    sections = [t1, t2]
+    for option, title in SWEEPS.items():
+        t = sweep_table(res, option, title)
+        if t:
+            write(f"sweep_{option}.md", t)
+            sections.append(t)
+    t5 = table5(sorted({r.dataset for r in res}))
+    if t5:
+        write("table5.md", t5)
+        sections.append(t5)
+    failed = [r for r in res if r.status == "failed"]
+    if failed:
+        lines = ["**Failed cells**", ""] + [
+            f"- {r.method} {r.variant} on {r.dataset} {r.ratio}: {'; '.join(r.errors)}" for r in failed
+        ]
+        sections.append("\n".join(lines) + "\n")
+    write("report.md", "\n\n".join(sections))
+    frame = results_frame(res)
+    frame.to_csv(out / "results.csv", index=False)
+    written.append(out / "results.csv")
+    write("results.json", json.dumps(frame.to_dict(orient="records"), indent=2, default=str) + "\n")
+    if figures and res:
+        from benchmark.reports import figures as figs
+
+        written += figs.aji_distributions(res, out)
+        for option in sorted({k for r in res for k in r.options}):
+            written += figs.sweep_plot(res, option, out)
+        written += figs.qualitative_panel(records, out)
+    return written
+
+
+def table5(datasets: Sequence[str]) -> str | None:
+    """Table 5 (split counts) for the datasets with a committed manifest."""
+    from benchmark.data import SPLITS_DIR
+    from benchmark.data import splits as sp
+
+    parts = []
+    for ds in datasets:
+        path = SPLITS_DIR / f"{ds}.json"
+        if path.exists():
+            parts.append(f"*{ds}*\n\n" + sp.format_counts(sp.load_manifest(path), fmt="md"))
+    if not parts:
+        return None
+    return "**Table 5.** Split counts (patches): labeled / unlabeled / val / test per ratio.\n\n" + "\n\n".join(parts)
