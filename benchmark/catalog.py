@@ -21,6 +21,10 @@ BUILTIN_METHODS: dict[str, str] = {
 #: name -> lazy target of every built-in dataset (kept in sync with pyproject.toml by a test).
 BUILTIN_DATASETS: dict[str, str] = {
     "synthetic": "benchmark.data.synthetic:SyntheticDataset",
+    "monuseg": "benchmark.data.monuseg:MoNuSegDataset",
+    "monuseg-test": "benchmark.data.monuseg:MoNuSegTestDataset",
+    "cryonuseg": "benchmark.data.cryonuseg:CryoNuSegDataset",
+    "digestpath": "benchmark.data.digestpath:DigestPathDataset",
 }
 
 #: the datasets of the paper, what ``--datasets all`` means.

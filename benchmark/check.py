@@ -60,7 +60,7 @@ class CheckReport:
 
 def tiny_split(seed: int = 0, n_labeled: int = 4, n_unlabeled: int = 4, needs=frozenset()) -> TrainData:
     """A tiny split cut from the synthetic dataset (256×256 patches)."""
-    from benchmark.data.points import boxes_from_label, points_from_label
+    from benchmark.data.points import instance_boxes, instance_points
     from benchmark.data.synthetic import SyntheticDataset
 
     ds = SyntheticDataset(n_images=4, size=512, seed=seed)
@@ -79,8 +79,8 @@ def tiny_split(seed: int = 0, n_labeled: int = 4, n_unlabeled: int = 4, needs=fr
                 pid,
                 img,
                 None,
-                points=points_from_label(lab) if "points" in needs else None,
-                boxes=boxes_from_label(lab) if "boxes" in needs else None,
+                points=instance_points(lab) if "points" in needs else None,
+                boxes=instance_boxes(lab) if "boxes" in needs else None,
             )
         )
     return TrainData(labeled=labeled, unlabeled=unlabeled)

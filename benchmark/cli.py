@@ -155,7 +155,7 @@ def cmd_list(args) -> int:
             "name": name,
             "description": cls.description,
             "present": "yes" if present else "no",
-            "location": str(ds.root) if getattr(cls, "needs_files", True) else "(generated)",
+            "location": "(generated)" if name == "synthetic" else str(ds.root),
             "dist": entry.dist,
         })
     profiles = [

@@ -439,8 +439,7 @@ def predict_in_chunks(
 
 
 def evaluate_both_protocols(split, pred_map: dict[str, np.ndarray]):
-    """Per-patch table (paper protocol) and per-image table (stitched whole images)."""
-    from benchmark.data.stitching import stitch
+    """Per-patch table (paper protocol) and per-image table (patch predictions stitched)."""
     from benchmark.evaluation import InstanceEvaluator
 
     ev = InstanceEvaluator(protocol="patch")
@@ -449,17 +448,11 @@ def evaluate_both_protocols(split, pred_map: dict[str, np.ndarray]):
     ev.process([p.id for p in patches], [p.label for p in patches], [pred_map[p.id] for p in patches])
     patch_table = ev.table()
 
-    by_image: dict[str, list] = {}
-    for p in patches:
-        name, pos = parse_patch_id(p.id)
-        by_image.setdefault(name, []).append((pos, pred_map[p.id]))
+    stitched = split.stitch_test_predictions(pred_map)
     ev_img = InstanceEvaluator(protocol="image")
     ev_img.reset()
-    for rec in split.test_images:
-        items = by_image.get(rec.name, [])
-        positions = [pos for pos, _ in items]
-        stitched = stitch([m for _, m in items], positions, rec.label.shape)
-        ev_img.process([rec.name], [rec.label], [stitched])
+    names = [rec.name for rec in split.test_images]
+    ev_img.process(names, [rec.label for rec in split.test_images], [stitched[n] for n in names])
     return patch_table, ev_img.table()
 
 

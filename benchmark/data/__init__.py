@@ -45,10 +45,9 @@ def open_dataset(spec: str, data_root: str | Path | None = None) -> Dataset:
     from benchmark.catalog import get_dataset_class
 
     cls = get_dataset_class(spec)
-    root = None if data_root is None else Path(data_root).expanduser() / spec
-    if getattr(cls, "needs_files", True) is False:
-        return cls()
-    return cls(root=root if root is not None else default_data_root() / spec)
+    folder = getattr(cls, "data_dir", None) or spec
+    parent = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    return cls(root=parent / folder)
 
 
 def dataset_key(spec: str) -> str:
