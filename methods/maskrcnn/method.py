@@ -1,0 +1,239 @@
+"""The supervised ``maskrcnn`` method (labeled patches only; also BASS's teacher).
+
+``fit`` builds :func:`~methods.maskrcnn.model.build_model` for the profile, trains it with
+:func:`~methods.maskrcnn.train.train` on the labeled patches (unlabeled ones are ignored), and writes
+``workdir/model.pt`` (weights + the settings needed to rebuild it, ``weights_only``-loadable) and
+``workdir/model.json`` (model config, training time, final losses) and ``workdir/train_history.json`` (every
+iteration's losses, lr and gradient norm), then deletes the training checkpoint. If ``model.pt`` already exists for
+the same settings and data, ``fit`` loads it instead of retraining; an interrupted fit resumes from
+``workdir/maskrcnn_checkpoint.pt``.
+
+Other methods reuse the pieces: :func:`load_model` rebuilds a saved model, and
+:meth:`MaskRCNNMethod.predict_detections` returns raw detections (scores + soft masks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.api import Method, TrainData
+
+from .augment import NO_AUGMENT, Augment
+from .checkpoint import CheckpointError, load_checkpoint, save_atomic
+from .inference import predict_detections, predict_instance_maps
+from .model import build_model
+from .train import train
+
+MODEL_FILE = "model.pt"
+MODEL_FORMAT = "nuclei-maskrcnn-model/1"
+
+
+def data_digest(patches: Sequence[Any]) -> str:
+    """SHA-256 (16 hex) of the patches' ids, images and labels: identifies a training set."""
+    h = hashlib.sha256()
+    for p in patches:
+        h.update(str(getattr(p, "id", "")).encode())
+        for arr in (getattr(p, "image", None), getattr(p, "label", None), getattr(p, "boxes", None)):
+            if arr is not None:
+                a = np.ascontiguousarray(arr)
+                h.update(f"{a.dtype}{a.shape}".encode())
+                h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-safe number (None for missing / NaN / inf)."""
+    return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
+
+
+def profile_from_dict(d: dict[str, Any]) -> Any:
+    """Rebuild a :class:`benchmark.profiles.Profile` from ``Profile.to_dict()``."""
+    from benchmark.profiles import Profile
+
+    d = dict(d)
+    d["lr_steps"] = tuple(d.get("lr_steps", ()))
+    return Profile(**d)
+
+
+def save_model(model: nn.Module, path: str | Path, *, profile: Any, meta: dict[str, Any]) -> Path:
+    """Write ``model.pt`` atomically: ``{"format", "model" (state_dict on CPU), "profile", "meta"}``.
+
+    ``meta`` must be JSON-like (it is stored as a JSON string so ``weights_only`` loading works).
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_atomic(
+        {"format": MODEL_FORMAT, "model": state, "profile": profile.to_dict(), "meta": json.dumps(meta)}, path
+    )
+
+
+def load_model(workdir: str | Path, *, device: str = "cpu", mask_branch: nn.Module | None = None) -> nn.Module:
+    """Rebuild and load the model saved by :meth:`MaskRCNNMethod.fit` in ``workdir`` (eval mode).
+
+    Args:
+        workdir: folder holding ``model.pt`` (or the path of the file itself).
+        device: where to put the model.
+        mask_branch: for models trained with a custom branch, an instance of the same branch.
+
+    Raises:
+        FileNotFoundError: no ``model.pt`` there. CheckpointError: unreadable or not a model file.
+    """
+    path = Path(workdir)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}; run the method's fit first")
+    blob = load_checkpoint(path)
+    if blob.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not a {MODEL_FORMAT} file (format={blob.get('format')!r})")
+    profile = profile_from_dict(blob["profile"])
+    model = build_model(profile, mask_branch=mask_branch)
+    model.load_state_dict(blob["model"])
+    model.saved_meta = json.loads(blob["meta"])
+    model.saved_profile = profile
+    model.to(torch.device(device))
+    model.eval()
+    return model
+
+
+class MaskRCNNMethod(Method):
+    """Supervised Mask R-CNN trained on the labeled patches only.
+
+    Options (keyword arguments, all recorded by ``config()``):
+        score_thresh (float, 0.5): minimum detection score painted into the instance map.
+        mask_thresh (float, 0.5): pixel threshold on mask probabilities.
+        dilate (int, 0): dilate each mask by this many pixels before painting (BASS code: 1).
+        min_area (int, 5): instances with fewer visible pixels are dropped.
+        augment (bool, True): flips, 90-degree rotations and colour jitter during training.
+    """
+
+    name = "maskrcnn"
+    description = "Supervised Mask R-CNN (torchvision, class-agnostic) on the labeled patches only"
+    approximation = (
+        "torchvision Mask R-CNN instead of mmdetection; from-scratch GroupNorm backbone when no ImageNet "
+        "weights are available locally; schedule and input size from the training profile"
+    )
+    deep = True
+    uses_unlabeled = False
+    version = "1"
+
+    DEFAULTS: dict[str, Any] = {
+        "score_thresh": 0.5, "mask_thresh": 0.5, "dilate": 0, "min_area": 5, "augment": True,
+    }
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(self.DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"unknown {self.name} option(s) {sorted(unknown)}; valid: {', '.join(sorted(self.DEFAULTS))}"
+            )
+        super().__init__(**{**self.DEFAULTS, **options})
+        self.model: nn.Module | None = None
+        self.profile: Any = None
+        self.device = "cpu"
+        self.fit_info: dict[str, Any] = {}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Alias of :attr:`fit_info` (what ``fit`` recorded: key, model config, losses, timings)."""
+        return self.fit_info
+
+    # ------------------------------------------------------------------ training
+    def _rule(self) -> dict[str, Any]:
+        o = self.options
+        return {k: o[k] for k in ("score_thresh", "mask_thresh", "dilate", "min_area")}
+
+    def train_config(self) -> dict[str, Any]:
+        """Options that change training (the instance-map rule does not)."""
+        return {"augment": bool(self.options["augment"])}
+
+    def fit(
+        self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path, progress: bool = True,
+    ) -> None:
+        labeled = [p for p in data.labeled if p.label is not None]
+        if not labeled:
+            raise ValueError(f"{self.name}: no labeled patches to train on")
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.profile, self.device = profile, device
+        digest = data_digest(labeled)
+        expected = {"method": self.name, "version": self.version, "train_config": self.train_config(),
+                    "seed": seed, "profile": profile.digest(), "data": digest}
+        path = workdir / MODEL_FILE
+        if path.exists():
+            model = load_model(path, device=device)
+            meta = model.saved_meta
+            if meta.get("key") != expected:
+                raise CheckpointError(
+                    f"{path} holds a model trained with different settings ({meta.get('key')} vs {expected}); "
+                    f"delete it or use another workdir to retrain."
+                )
+            self.model, self.fit_info = model, meta
+            return
+        torch.manual_seed(seed)
+        model = build_model(profile)
+        result = train(
+            model, labeled, profile, seed=seed, device=device, workdir=workdir, stage=self.name,
+            augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=progress,
+            config=expected,
+        )
+        last = result.history[-min(20, len(result.history)):]
+        self.fit_info = {
+            "key": expected,
+            "model_config": model.nuclei_config,
+            "iterations": result.iterations,
+            "train_seconds_last_call": round(result.seconds, 1),
+            "resumed_from": result.resumed_from,
+            "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
+            "n_labeled": len(labeled),
+        }
+        save_model(model, path, profile=profile, meta=self.fit_info)
+        (workdir / "model.json").write_text(json.dumps(self.fit_info, indent=2))
+        keys = sorted({k for h in result.history for k in h})
+        (workdir / "train_history.json").write_text(json.dumps(
+            {"columns": keys, "rows": [[_num(h.get(k)) for k in keys] for h in result.history]}
+        ))
+        # model.pt supersedes the training checkpoint (optimizer state doubles its size)
+        result.checkpoint.unlink(missing_ok=True)
+        model.eval()
+        self.model = model
+
+    # ------------------------------------------------------------------ inference
+    def _need_model(self) -> nn.Module:
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: call fit() (or load_model) before predict()")
+        return self.model
+
+    def _batch(self) -> int:
+        return int(getattr(self.profile, "eval_batch_size", 4) or 4)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        model = self._need_model()
+        return predict_instance_maps(model, images, batch_size=self._batch(), device=self.device, **self._rule())
+
+    def predict_detections(self, images: Sequence[np.ndarray], *, min_score: float = 0.0) -> list[dict[str, np.ndarray]]:
+        """Raw detections (``boxes``, ``scores``, soft ``masks``) per image; see
+        :func:`methods.maskrcnn.inference.predict_detections`."""
+        model = self._need_model()
+        return predict_detections(model, images, batch_size=self._batch(), device=self.device, min_score=min_score)
+
+    def load(self, workdir: Path, *, device: str = "cpu") -> None:
+        """Load a model saved by a previous :meth:`fit` in ``workdir``."""
+        self.model = load_model(workdir, device=device)
+        self.profile = self.model.saved_profile
+        self.device = device
+        self.fit_info = self.model.saved_meta
+
+    def teardown(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
