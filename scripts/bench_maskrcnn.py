@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__} with {torch.get_num_threads()} CPU threads, torchvision "
         f"{__import__('torchvision').__version__}",
         f"- load average at start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        f"(other jobs share these cores; single timings vary up to ~2x)",
+        f"(other jobs share these cores: with a load of L on {os.cpu_count()} cores expect timings inflated "
+        f"up to ~L/{os.cpu_count()}-fold; idle-machine figures are correspondingly lower)",
     ]
     if torch.cuda.is_available():
         lines.append(f"- GPU: {torch.cuda.get_device_name(0)}")
