@@ -200,6 +200,7 @@ def teacher_detections(
     tta_scales: Sequence[float] = (1.0,),
     batch_size: int = 4,
     device: str = "cpu",
+    progress: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """Raw teacher detections per image, masks kept at the mask head's resolution in each box's frame.
 
@@ -207,7 +208,7 @@ def teacher_detections(
         model: a :func:`methods.maskrcnn.build_model` model (its ``roi_heads`` a ``NucleiRoIHeads``).
         images: ``uint8 (H, W, 3)`` patches.
         tta / tta_flips / tta_scales: test-time augmentation (see the module doc).
-        batch_size: images per forward pass. device: torch device string.
+        batch_size: images per forward pass. device: torch device string. progress: show a tqdm bar.
 
     Returns:
         per image ``{"boxes": float32 (N, 4) x1y1x2y2 in image pixels, "scores": float32 (N,),
@@ -224,6 +225,9 @@ def teacher_detections(
     base_min, base_max = tf.min_size, tf.max_size
     views = tta_views(tta, tta_flips, tta_scales)
     out: list[dict[str, np.ndarray]] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(images), desc="pseudo-labels", unit="patch", disable=not progress, leave=False)
     try:
         for start in range(0, len(images), max(1, batch_size)):
             chunk = [_to_tensor(im, start + i).to(dev) for i, im in enumerate(images[start:start + batch_size])]
@@ -269,8 +273,10 @@ def teacher_detections(
                     "scores": s[order].float().cpu().numpy(),
                     "masks": m[order].cpu().numpy().astype(np.float16),
                 })
+            bar.update(len(chunk))
     finally:
         tf.min_size, tf.max_size = base_min, base_max
+        bar.close()
     return out
 
 
@@ -379,8 +385,22 @@ def obtain_teacher(method: Method, data: TrainData, *, profile: Any, seed: int, 
                 progress=progress)
     model = teacher.model
     assert model is not None
-    return model, {"source": "trained", "reused": False, "workdir": str(tdir), "key": teacher.info.get("key"),
+    recorded = getattr(teacher, "fit_info", None) or getattr(teacher, "info", {}) or {}
+    return model, {"source": "trained", "reused": False, "workdir": str(tdir), "key": recorded.get("key"),
                    "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _finite_or_none(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def _finite_mean(values: Sequence[Any]) -> float | None:
+    vals = [v for v in (_finite_or_none(x) for x in values) if v is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 # ------------------------------------------------------------------------------------ the method base
@@ -511,7 +531,8 @@ class PseudoLabelStudentMethod(Method):
         return profile if wd is None else profile.replace(weight_decay=float(wd))
 
     def pseudo_labels(self, teacher_model: torch.nn.Module, teacher_info: dict[str, Any], data: TrainData, *,
-                      profile: Any, device: str, workdir: Path) -> tuple[list[Any], dict[str, Any]]:
+                      profile: Any, device: str, workdir: Path,
+                      progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
         """Pseudo-label the unlabeled patches (cached in ``workdir``).
 
         Returns:
@@ -544,7 +565,7 @@ class PseudoLabelStudentMethod(Method):
             dets = teacher_detections(
                 teacher_model, [p.image for p in unlabeled], tta=bool(o["tta"]), tta_flips=o["tta_flips"],
                 tta_scales=o["tta_scales"], batch_size=int(getattr(profile, "eval_batch_size", 4) or 4),
-                device=device,
+                device=device, progress=progress,
             )
             dets = [{k: v[np.asarray(d["scores"], np.float64) > floor] for k, v in d.items()} for d in dets]
             save_detections(det_path, ids, dets, det_key)
@@ -625,7 +646,7 @@ class PseudoLabelStudentMethod(Method):
                                                      workdir=workdir, progress=progress)
         if data.unlabeled:
             pl_samples, pl_info = self.pseudo_labels(teacher_model, teacher_info, data, profile=profile,
-                                                     device=device, workdir=workdir)
+                                                     device=device, workdir=workdir, progress=progress)
         else:
             pl_samples, pl_info = [], {"n_unlabeled": 0, "note": "no unlabeled patches: student on labeled only"}
         teacher_state = (
@@ -682,8 +703,14 @@ class PseudoLabelStudentMethod(Method):
             "n_pseudo_labeled": len(pl_samples),
             "weight_decay": sprofile.weight_decay,
             "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
+            "final_grad_norm": _finite_mean([h.get("grad_norm") for h in last]),
             "model_config": model.nuclei_config,
         }
+        keys = sorted({k for h in result.history for k in h})
+        _atomic_json(workdir / "student_history.json", {
+            "columns": keys,
+            "rows": [[_finite_or_none(h.get(k)) for k in keys] for h in result.history],
+        })
         save_model(model, path, profile=sprofile, meta={"key": key, "student": student_info})
         model.eval()
         self.model = model

@@ -8,9 +8,11 @@ BASS variant (``bass`` = NMH + LRD + CRC by default), feeds all of them the *sam
 the median over ``--iters`` timed iterations after ``--warmup`` untimed ones and the ratio of medians.
 ``--profile-ops`` additionally prints the top operators of one BASS step (torch profiler).
 
-Example (what produced reports/bench_bass.md)::
+Example (what produced the table of reports/bench_bass.md; the CPU-time ratio with one thread is the
+robust number on a loaded machine)::
 
-    PYTHONPATH=. python scripts/bench_bass.py --out reports/bench_bass.md
+    PYTHONPATH=. python scripts/bench_bass.py --profiles smoke,cpu --threads 1 --warmup 2 --iters 7 \
+        --out reports/bench_bass.md
 """
 
 from __future__ import annotations
