@@ -33,8 +33,9 @@ Mask R-CNN core (:mod:`methods.maskrcnn`):
 
 Caching (resume): raw detections (``pl_detections.npz``), PL maps (``pl_maps.npz``) and their metadata
 (``pseudolabels.json``: chosen threshold, whole count curve) are written to the method's workdir under keys
-that include the teacher's identity, the options and the data, so a re-run reuses them; the student resumes
-from its checkpoint; a finished student (``model.pt``) is reloaded.
+that include the teacher's identity, the options and the data, so a re-run reuses them; an interrupted
+student resumes from ``student_checkpoint.pt``; a finished student (``model.pt``, which replaces the
+checkpoint) is reloaded; ``fit_info.json`` and ``student_history.json`` record the run.
 """
 
 from __future__ import annotations
@@ -712,6 +713,7 @@ class PseudoLabelStudentMethod(Method):
             "rows": [[_finite_or_none(h.get(k)) for k in keys] for h in result.history],
         })
         save_model(model, path, profile=sprofile, meta={"key": key, "student": student_info})
+        result.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it (the optimizer state doubles its size)
         model.eval()
         self.model = model
         self.fit_info["student"] = student_info
