@@ -236,6 +236,17 @@ def make_branch(profile: Any, **options: Any) -> ShapePropMaskBranch:
     )
 
 
+def write_history(path: Path, history: Sequence[dict[str, float]]) -> None:
+    """Every training iteration's losses, lr and gradient norm as ``{"columns": [...], "rows": [[...]]}``
+    (non-finite values as ``null``), like the ``maskrcnn`` method's ``train_history.json``."""
+    keys = sorted({k for h in history for k in h})
+
+    def num(x: Any) -> float | None:
+        return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
+
+    path.write_text(json.dumps({"columns": keys, "rows": [[num(h.get(k)) for k in keys] for h in history]}))
+
+
 # ------------------------------------------------------------------------------------------ batches
 class BalancedBatches:
     """A pure batch function ``(iteration, batch_size) -> samples`` for the training loop: each batch holds
@@ -348,13 +359,7 @@ class ShapePropMethod(Method):
         key = self._key(seed, profile, labeled, unlabeled)
         path = workdir / "model.pt"
         if path.exists():
-            self._load(path, device)
-            if (self.fit_info or {}).get("key") != key:
-                self.model = None
-                raise CheckpointError(
-                    f"{path} holds a {self.name} model trained with different settings or data; delete it or "
-                    f"use another workdir to retrain."
-                )
+            self._load(path, device, expected_key=key)
             return
 
         lab = [TrainSample(image=p.image, label=p.label, id=p.id) for p in labeled]
@@ -376,6 +381,7 @@ class ShapePropMethod(Method):
             "model_config": model.nuclei_config,
             "iterations": result.iterations,
             "train_seconds_last_call": round(result.seconds, 1),
+            "resumed_from": result.resumed_from,
             "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
             "n_labeled": len(labeled),
             "n_box_only": len(unlabeled),
@@ -383,13 +389,22 @@ class ShapePropMethod(Method):
         }
         save_model(model, path, profile=profile, meta=self.fit_info)
         (workdir / "model.json").write_text(json.dumps(self.fit_info, indent=2))
+        write_history(workdir / "train_history.json", result.history)
+        # model.pt supersedes the training checkpoint (its optimizer state doubles the size)
+        result.checkpoint.unlink(missing_ok=True)
         model.eval()
         self.model = model
 
-    def _load(self, path: Path, device: str) -> None:
+    def _load(self, path: Path, device: str, expected_key: dict[str, Any] | None = None) -> None:
+        """Load a finished model; with ``expected_key``, refuse one trained with other settings or data."""
         blob = load_checkpoint(path)
         if blob.get("format") != MODEL_FORMAT:
             raise CheckpointError(f"{path} is not a {MODEL_FORMAT} file (format={blob.get('format')!r})")
+        if expected_key is not None and json.loads(blob["meta"]).get("key") != expected_key:
+            raise CheckpointError(
+                f"{path} holds a {self.name} model trained with different settings or data; delete it or "
+                f"use another workdir to retrain."
+            )
         profile = profile_from_dict(blob["profile"])
         model = build_model(profile, mask_branch=self._branch(profile))
         model.load_state_dict(blob["model"])

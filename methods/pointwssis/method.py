@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,17 @@ def _digest(*parts: Any) -> str:
         else:
             h.update(json.dumps(p, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def write_history(path: Path, history: Sequence[dict[str, float]]) -> None:
+    """Every training iteration's losses, lr and gradient norm as ``{"columns": [...], "rows": [[...]]}``
+    (non-finite values as ``null``), like the ``maskrcnn`` method's ``train_history.json``."""
+    keys = sorted({k for h in history for k in h})
+
+    def num(x: Any) -> float | None:
+        return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
+
+    path.write_text(json.dumps({"columns": keys, "rows": [[num(h.get(k)) for k in keys] for h in history]}))
 
 
 def unlabeled_digest(patches: Sequence[Patch]) -> str:
@@ -163,7 +175,7 @@ class PointWSSISMethod(Method):
         h, w = image.shape[:2]
         n = len(pts)
         binary = det["masks"] >= float(o["mask_thresh"])
-        usable = binary.reshape(len(binary), -1).sum(1) >= max(1, int(o["min_area"]))
+        usable = binary.sum(axis=(1, 2)) >= max(1, int(o["min_area"]))
         idx = np.flatnonzero(usable)
         match = match_points(pts, det["boxes"][idx], det["scores"][idx], binary[idx])
         masks = [np.zeros((h, w), dtype=bool) for _ in range(n)]
@@ -333,6 +345,7 @@ class PointWSSISMethod(Method):
             "model_config": model.nuclei_config,
             "iterations": result.iterations,
             "train_seconds_last_call": round(result.seconds, 1),
+            "resumed_from": result.resumed_from,
             "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
             "n_labeled": len(labeled),
             "n_pseudo_labeled": len(unlabeled),
@@ -342,6 +355,9 @@ class PointWSSISMethod(Method):
         }
         save_model(model, path, profile=profile, meta=self.fit_info)
         (workdir / "model.json").write_text(json.dumps(self.fit_info, indent=2))
+        write_history(workdir / "student_history.json", result.history)
+        # model.pt supersedes the training checkpoint (its optimizer state doubles the size)
+        result.checkpoint.unlink(missing_ok=True)
         model.eval()
         self.model = model
 

@@ -186,6 +186,20 @@ def test_pseudo_labels_give_one_instance_or_one_box_per_point(random_model):
         assert len(np.unique(lab[lab > 0])) + len(ex) == len(p.points)
 
 
+def test_points_without_any_candidate_detection_use_the_fallback(random_model):
+    from benchmark.check import tiny_split
+
+    patch = tiny_split(n_labeled=1, n_unlabeled=1, needs=frozenset({"points"})).unlabeled[0]
+    none = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+            "masks": np.zeros((0, 256, 256), np.float32)}
+    pts = patch.points[:3]
+    masks, prio, source = PointWSSISMethod()._masks_one(random_model, patch.image, pts, none, (12.0, 12.0), "cpu")
+    assert list(source) == ["fallback"] * 3 and list(prio) == [-1.0] * 3 and len(masks) == 3
+    masks, _, source = PointWSSISMethod(fallback_box=False)._masks_one(
+        random_model, patch.image, pts, none, (12.0, 12.0), "cpu")
+    assert list(source) == ["none"] * 3 and not any(m.any() for m in masks)
+
+
 def test_options_and_missing_points_error(tmp_path):
     from benchmark.api import Patch, TrainData
     from benchmark.profiles import get_profile
@@ -252,6 +266,42 @@ def test_refiner_learns_and_refines():
 
 
 # ------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_fit_trains_teacher_pseudo_labels_student_and_reloads(tmp_path):
+    from benchmark.check import check_profile, tiny_split
+    from methods.maskrcnn.checkpoint import CheckpointError
+
+    profile = check_profile().replace(
+        input_size=128, iterations=2, warmup_iters=1, checkpoint_every=1, rpn_post_nms_top_n_train=64,
+        rpn_post_nms_top_n_test=64, box_batch_size_per_image=32, box_head_dim=64, mask_head_channels=32,
+        detections_per_img=30, eval_batch_size=2,
+    )
+    data = tiny_split(n_labeled=2, n_unlabeled=2, needs=frozenset({"points"}))
+    m = PointWSSISMethod()
+    assert m.teacher_workdir is None
+    m.fit(data, profile=profile, seed=0, device="cpu", workdir=tmp_path)
+    assert (tmp_path / "teacher" / "model.pt").is_file() and (tmp_path / "model.pt").is_file()
+    assert not list(tmp_path.glob("student_checkpoint.pt"))
+    stats = json.loads((tmp_path / "pseudo_labels.json").read_text())
+    assert stats["points"] == sum(len(p.points) for p in data.unlabeled)
+    with np.load(tmp_path / "pseudo_labels.npz") as z:
+        assert z["maps"].shape == (2, 256, 256) and z["maps"].dtype == np.int32
+    assert len(json.loads((tmp_path / "student_history.json").read_text())["rows"]) == 2
+    images = [p.image for p in data.labeled]
+    preds = m.predict(images)
+    again = PointWSSISMethod()
+    again.fit(data, profile=profile, seed=0, device="cpu", workdir=tmp_path)  # loads the finished student
+    for a, b in zip(again.predict(images), preds):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CheckpointError, match="different settings"):
+        PointWSSISMethod(fallback_box=False).fit(data, profile=profile, seed=0, device="cpu", workdir=tmp_path)
+    # a runner-provided teacher_workdir without a finished teacher is an error, not a silent retrain
+    bad = PointWSSISMethod()
+    bad.teacher_workdir = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError, match="teacher_workdir"):
+        bad.fit(data, profile=profile, seed=0, device="cpu", workdir=tmp_path / "other")
+
+
 def _register() -> None:
     from benchmark.catalog import METHODS
 
@@ -289,6 +339,22 @@ def test_cli_run_on_synthetic(tmp_path, monkeypatch):
     assert stats["via_mask"] + stats["via_box"] + stats["fallback"] > stats["points"] / 2
     # the student trained on the teacher's work: the teacher was the runner's maskrcnn cell (not retrained)
     assert not list(pdone.parent.glob("work/teacher"))
+    # the pseudo-labels, scored against the unlabeled patches' hidden ground truth: the points must make them
+    # far better than the 20-iteration teacher's own output (test AJI ~0.02-0.06 at this length)
+    from benchmark.data.synthetic import SyntheticDataset
+    from benchmark.metrics import aji as aji_of
+    from benchmark.runner import parse_patch_id
+
+    ds = SyntheticDataset()
+    with np.load(pdone.parent / "work" / "pseudo_labels.npz") as z:
+        ids, maps = [str(i) for i in z["ids"]], z["maps"]
+    pl_aji = []
+    for pid, pl in zip(ids, maps):
+        name, (r, c) = parse_patch_id(pid)
+        pl_aji.append(aji_of(ds.load(name).label[r:r + 256, c:c + 256], pl))
+    pl_aji = float(np.mean(pl_aji))
     aji, aji_base = done["summary"]["patch"]["mean"]["aji"], base["summary"]["patch"]["mean"]["aji"]
-    print(f"synthetic 1/8 smoke(20 it): patch AJI pointwssis {aji:.4f} vs maskrcnn {aji_base:.4f}; PL {stats}")
-    assert np.isfinite(aji) and aji > 0.05
+    print(f"synthetic 1/8 smoke(20 it): patch AJI pointwssis {aji:.4f} vs maskrcnn {aji_base:.4f}; "
+          f"pseudo-label AJI vs hidden GT {pl_aji:.3f}; PL {stats}")
+    assert len(ids) == done["n_unlabeled"] == 142 and pl_aji > 0.2
+    assert np.isfinite(aji) and done["n_test_patches"] == 54

@@ -204,6 +204,39 @@ def test_options_and_missing_boxes_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ end to end
+def _tiny_profile():
+    from benchmark.check import check_profile
+
+    return check_profile().replace(
+        input_size=128, iterations=2, warmup_iters=1, checkpoint_every=1, rpn_post_nms_top_n_train=64,
+        rpn_post_nms_top_n_test=64, box_batch_size_per_image=32, box_head_dim=64, mask_head_channels=32,
+        detections_per_img=30, eval_batch_size=2,
+    )
+
+
+@pytest.mark.slow
+def test_fit_saves_reloads_and_refuses_other_settings(tmp_path):
+    from benchmark.check import tiny_split
+    from methods.maskrcnn.checkpoint import CheckpointError
+
+    data = tiny_split(n_labeled=2, n_unlabeled=2, needs=frozenset({"boxes"}))
+    profile = _tiny_profile()
+    m = ShapePropMethod()
+    m.fit(data, profile=profile, seed=0, device="cpu", workdir=tmp_path)
+    assert (tmp_path / "model.pt").is_file() and not list(tmp_path.glob("*_checkpoint.pt"))
+    hist = json.loads((tmp_path / "train_history.json").read_text())
+    assert len(hist["rows"]) == 2 and "loss_act" in hist["columns"]
+    assert m.fit_info["n_box_only_instances"] == sum(len(p.boxes) for p in data.unlabeled)
+    images = [p.image for p in data.labeled]
+    preds = m.predict(images)
+    again = ShapePropMethod()
+    again.fit(data, profile=profile, seed=0, device="cpu", workdir=tmp_path)  # loads, no training
+    for a, b in zip(again.predict(images), preds):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CheckpointError, match="different settings"):
+        ShapePropMethod(latent_dim=12).fit(data, profile=profile, seed=0, device="cpu", workdir=tmp_path)
+
+
 def _register() -> None:
     from benchmark.catalog import METHODS
 
