@@ -36,6 +36,10 @@ Departures (also in :attr:`ShapePropMethod.approximation`):
   shape activations feed neither loss nor the mask head, so the losses are unchanged;
 - batches mix the two kinds of patches (option ``balanced``, default on: half of every batch is labeled)
   because only 1/8-1/2 of the patches have masks here; the reference shuffles one pool (``balanced=False``).
+
+Workdir: ``shapeprop_checkpoint.pt`` while training (resumable; deleted at the end), ``model.pt`` /
+``model.json`` (reloaded by a second ``fit`` with the same settings and data; other settings raise
+``CheckpointError``), ``train_history.json``.
 """
 
 from __future__ import annotations

@@ -46,9 +46,11 @@ Modules: :mod:`~methods.pointwssis.matching` (matching, painting; numpy only),
 :mod:`~methods.pointwssis.teacher` (candidate detections, mask head on boxes),
 :mod:`~methods.pointwssis.refine` (MaskRefineNet), :mod:`~methods.pointwssis.method` (the method).
 
-Workdir layout: ``teacher/`` (when trained here), ``pseudo_labels.npz`` (+ ``.json`` with statistics),
-``student_checkpoint.pt`` (resumable), ``model.pt``/``model.json`` (finished student, reloaded by a
-second ``fit`` with the same settings instead of retraining).
+Workdir layout: ``teacher/`` (when trained here), ``pseudo_labels.npz`` (+ ``.json`` with statistics;
+reused by a re-run with the same teacher, options and data), ``student_checkpoint.pt`` (an interrupted
+student resumes from it; deleted once the finished student is saved), ``model.pt``/``model.json`` (the
+finished student, reloaded by a second ``fit`` with the same settings instead of retraining; other
+settings raise ``CheckpointError``), ``student_history.json`` (losses, lr, gradient norm per iteration).
 """
 
 from .matching import NONE, VIA_BOX, VIA_MASK, PointMatch, match_points, median_nucleus_size, paint_pseudo_label, point_boxes
