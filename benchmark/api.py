@@ -62,6 +62,29 @@ class TrainData:
     unlabeled: Sequence[Patch] = ()
     val: Sequence[Patch] = ()
 
+    def require(self, method: str, need: str | None = None) -> tuple[list[Patch], list[Patch]]:
+        """``(labeled, unlabeled)`` as lists, checked for a method that trains on them.
+
+        ``labeled`` keeps the patches with a label; none at all is a ``ValueError``. With ``need``
+        (``"points"`` or ``"boxes"``), every unlabeled patch must carry that weak label, else a
+        ``ValueError`` names the patch and says who provides it.
+        """
+        labeled = [p for p in self.labeled if p.label is not None]
+        if not labeled:
+            raise ValueError(f"{method}: no labeled patches to train on")
+        unlabeled = list(self.unlabeled)
+        if need is not None:
+            if need not in KNOWN_NEEDS:
+                raise ValueError(f"unknown need {need!r}; known: {sorted(KNOWN_NEEDS)}")
+            for p in unlabeled:
+                if getattr(p, need) is None:
+                    raise ValueError(
+                        f"{method}: unlabeled patch {p.id!r} has no {need}; this method declares "
+                        f"needs={{{need!r}}} and needs them on every unlabeled patch (the runner and "
+                        f"check-method provide them)"
+                    )
+        return labeled, unlabeled
+
 
 ProgressFn = Callable[[str], None]
 

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from benchmark.api import Method
+from methods.maskrcnn.train import history_summary  # noqa: F401 - shared with the mean-teacher methods
 
 EMA_SCHEDULES = ("mean_teacher", "warmup10")
 
@@ -417,6 +418,10 @@ class MeanTeacherMaskRCNN(Method):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        if self.options.get("predict_with", "student") not in ("teacher", "student"):
+            raise ValueError(
+                f"{self.name}: predict_with must be 'teacher' or 'student', got {self.options['predict_with']!r}"
+            )
         self.model: nn.Module | None = None
         self.profile: Any = None
         self.device = "cpu"
@@ -451,10 +456,7 @@ class MeanTeacherMaskRCNN(Method):
         from methods.maskrcnn.checkpoint import CheckpointError
         from methods.maskrcnn.method import MODEL_FILE, load_model, save_model
 
-        labeled = [p for p in data.labeled if p.label is not None]
-        unlabeled = list(data.unlabeled)
-        if not labeled:
-            raise ValueError(f"{self.name}: no labeled patches to train on")
+        labeled, unlabeled = data.require(self.name)
         if not unlabeled:
             raise ValueError(
                 f"{self.name}: no unlabeled patches; this semi-supervised method needs TrainData.unlabeled "
@@ -517,10 +519,3 @@ class MeanTeacherMaskRCNN(Method):
             torch.cuda.empty_cache()
 
 
-def history_summary(history: list[dict[str, float]], last: int = 20) -> dict[str, float]:
-    """Mean of every ``loss*`` value over the last ``last`` iterations of a training history."""
-    if not history:
-        return {}
-    tail = history[-min(last, len(history)):]
-    keys = [k for k in tail[-1] if k.startswith("loss")]
-    return {k: float(sum(h.get(k, 0.0) for h in tail) / len(tail)) for k in keys}

@@ -326,13 +326,6 @@ class MMTPSMMethod(MeanTeacherMaskRCNN):
         "min_area": 5,
     }
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        if self.options["predict_with"] not in ("teacher", "student"):
-            raise ValueError(
-                f"{self.name}: predict_with must be 'teacher' or 'student', got {self.options['predict_with']!r}"
-            )
-
     def ramp(self, total: int) -> RampSchedule:
         o = self.options
         return RampSchedule.from_fractions(total, o["consistency_lambda"], o["rampup_start"], o["rampup_len"],

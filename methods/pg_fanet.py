@@ -305,13 +305,6 @@ class PGFANetMethod(MeanTeacherMaskRCNN):
         "min_area": 5,
     }
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        if self.options["predict_with"] not in ("teacher", "student"):
-            raise ValueError(
-                f"{self.name}: predict_with must be 'teacher' or 'student', got {self.options['predict_with']!r}"
-            )
-
     def make_branch(self, profile: Any) -> TwoStageMaskBranch:
         from methods.maskrcnn.model import fpn_channels, resolve_backbone_init
 

@@ -633,11 +633,9 @@ class PseudoLabelStudentMethod(Method):
         from methods.maskrcnn.method import MODEL_FILE, data_digest, save_model
         from methods.maskrcnn.model import build_model
         from methods.maskrcnn.targets import TrainSample
-        from methods.maskrcnn.train import train
+        from methods.maskrcnn.train import history_summary, train
 
-        labeled = [p for p in data.labeled if p.label is not None]
-        if not labeled:
-            raise ValueError(f"{self.name}: no labeled patches to train on")
+        labeled, _ = data.require(self.name)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.profile, self.device = profile, device
@@ -703,7 +701,7 @@ class PseudoLabelStudentMethod(Method):
             "labeled_repeat": int(self.options["labeled_repeat"]),
             "n_pseudo_labeled": len(pl_samples),
             "weight_decay": sprofile.weight_decay,
-            "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
+            "final_losses": history_summary(result.history),
             "final_grad_norm": _finite_mean([h.get("grad_norm") for h in last]),
             "model_config": model.nuclei_config,
         }

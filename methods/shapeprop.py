@@ -65,7 +65,7 @@ from methods.maskrcnn.inference import predict_instance_maps
 from methods.maskrcnn.method import MODEL_FORMAT, data_digest, profile_from_dict, save_model
 from methods.maskrcnn.model import build_model, resolve_backbone_init
 from methods.maskrcnn.targets import TrainSample
-from methods.maskrcnn.train import epoch_order, train
+from methods.maskrcnn.train import epoch_order, history_summary, train
 
 
 # ------------------------------------------------------------------------------------------ propagation
@@ -346,17 +346,7 @@ class ShapePropMethod(Method):
 
     def fit(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
             progress: bool = True) -> None:
-        labeled = [p for p in data.labeled if p.label is not None]
-        if not labeled:
-            raise ValueError(f"{self.name}: no labeled patches to train on")
-        unlabeled = list(data.unlabeled)
-        for p in unlabeled:
-            if p.boxes is None:
-                raise ValueError(
-                    f"{self.name}: unlabeled patch {p.id!r} has no boxes; this method declares needs={{'boxes'}} "
-                    f"and needs the nucleus boxes of every unlabeled patch (the runner and check-method "
-                    f"provide them)"
-                )
+        labeled, unlabeled = data.require(self.name, "boxes")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.profile, self.device = profile, device
@@ -379,14 +369,13 @@ class ShapePropMethod(Method):
             model, source, profile, seed=seed, device=device, workdir=workdir, stage=self.name,
             augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=progress, config=key,
         )
-        last = result.history[-min(20, len(result.history)):]
         self.fit_info = {
             "key": key,
             "model_config": model.nuclei_config,
             "iterations": result.iterations,
             "train_seconds_last_call": round(result.seconds, 1),
             "resumed_from": result.resumed_from,
-            "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
+            "final_losses": history_summary(result.history),
             "n_labeled": len(labeled),
             "n_box_only": len(unlabeled),
             "n_box_only_instances": int(sum(len(b.boxes) for b in box)),

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.reports.collect import collect, results_frame
-from benchmark.reports.tables import TableOptions, table1, table2, sweep_table
+from benchmark.reports.tables import TableOptions, sweep_table, table1, table1_pvalues, table2
 from benchmark.store import atomic_write_text, iter_cells
 
 #: swept options with a paper table/figure: option -> title
@@ -73,6 +73,10 @@ def build_report(
         sections.append("\n".join(lines) + "\n")
     write("report.md", "\n\n".join(sections))
     frame = results_frame(res)
+    pvals = table1_pvalues(res, opts)
+    keys = list(zip(frame["method"], frame["variant"], frame["dataset"], frame["ratio"])) if len(frame) else []
+    frame["aji_reference"] = [pvals.get(k, (None, None))[0] for k in keys]
+    frame["aji_p_value"] = [pvals.get(k, (None, None))[1] for k in keys]
     frame.to_csv(out / "results.csv", index=False)
     written.append(out / "results.csv")
     write("results.json", json.dumps(frame.to_dict(orient="records"), indent=2, default=str) + "\n")

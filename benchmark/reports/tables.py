@@ -111,6 +111,24 @@ def significance(
     return {k: (p, significance_marker(p)) for k, p in zip(keys, pvals)}
 
 
+def table1_pvalues(
+    results: Sequence[Result], opts: TableOptions = TableOptions()
+) -> dict[tuple[str, str, str, str], tuple[str, float]]:
+    """The paired tests behind Table 1's markers, for the CSV/JSON exports.
+
+    Returns ``(method, variant, dataset, ratio) → (reference method, p-value)`` for every done
+    default-option result that is not its block's reference (p-values corrected as ``opts.correction``).
+    """
+    results = [r for r in results if not r.variant]
+    datasets = _datasets_of(results)
+    out = {}
+    for ratio in sorted({r.ratio for r in results}):
+        block = [r for r in results if r.ratio == ratio]
+        for (method, variant, ds), (p, _) in significance(block, datasets, opts).items():
+            out[(method, variant, ds, ratio)] = (choose_reference(block, ds, opts.reference), float(p))
+    return out
+
+
 def _cell_text(r: Result | None, metric: str, mark: str, marker: str = "") -> str:
     if r is None:
         return MISSING

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from .augment import NO_AUGMENT, Augment
 from .checkpoint import CheckpointError, load_checkpoint, save_atomic
 from .inference import predict_detections, predict_instance_maps
 from .model import build_model
-from .train import train
+from .train import history_summary, train
 
 MODEL_FILE = "model.pt"
 MODEL_FORMAT = "nuclei-maskrcnn-model/1"
@@ -159,9 +158,7 @@ class MaskRCNNMethod(Method):
     def fit(
         self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path, progress: bool = True,
     ) -> None:
-        labeled = [p for p in data.labeled if p.label is not None]
-        if not labeled:
-            raise ValueError(f"{self.name}: no labeled patches to train on")
+        labeled, _ = data.require(self.name)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.profile, self.device = profile, device
@@ -186,14 +183,13 @@ class MaskRCNNMethod(Method):
             augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=progress,
             config=expected,
         )
-        last = result.history[-min(20, len(result.history)):]
         self.fit_info = {
             "key": expected,
             "model_config": model.nuclei_config,
             "iterations": result.iterations,
             "train_seconds_last_call": round(result.seconds, 1),
             "resumed_from": result.resumed_from,
-            "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
+            "final_losses": history_summary(result.history),
             "n_labeled": len(labeled),
         }
         save_model(model, path, profile=profile, meta=self.fit_info)

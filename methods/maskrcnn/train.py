@@ -361,3 +361,12 @@ def train(
         iterations=len(history), finished=finished, resumed_from=resumed_from, history=history,
         seconds=time.perf_counter() - t0, checkpoint=ckpt_path,
     )
+
+
+def history_summary(history: list[dict[str, float]], last: int = 20) -> dict[str, float]:
+    """Mean of every ``loss*`` value over the last ``last`` iterations of a training history."""
+    if not history:
+        return {}
+    tail = history[-min(last, len(history)):]
+    keys = [k for k in tail[-1] if k.startswith("loss")]
+    return {k: float(sum(h.get(k, 0.0) for h in tail) / len(tail)) for k in keys}

@@ -25,7 +25,7 @@ from methods.maskrcnn.inference import predict_instance_maps
 from methods.maskrcnn.method import MaskRCNNMethod, data_digest, load_model, save_model
 from methods.maskrcnn.model import build_model
 from methods.maskrcnn.targets import TrainSample
-from methods.maskrcnn.train import train
+from methods.maskrcnn.train import history_summary, train
 
 from .matching import VIA_BOX, VIA_MASK, match_points, median_nucleus_size, paint_pseudo_label, point_boxes
 from .refine import crop_masks, crop_windows, make_inputs, refine_masks, train_refiner
@@ -289,17 +289,7 @@ class PointWSSISMethod(Method):
 
     def fit(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
             progress: bool = True) -> None:
-        labeled = [p for p in data.labeled if p.label is not None]
-        if not labeled:
-            raise ValueError(f"{self.name}: no labeled patches to train on")
-        unlabeled = list(data.unlabeled)
-        for p in unlabeled:
-            if p.points is None:
-                raise ValueError(
-                    f"{self.name}: unlabeled patch {p.id!r} has no points; this method declares "
-                    f"needs={{'points'}} and needs one (row, col) point per nucleus on every unlabeled patch "
-                    f"(the runner and check-method provide them)"
-                )
+        labeled, unlabeled = data.require(self.name, "points")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.profile, self.device = profile, device
@@ -339,14 +329,13 @@ class PointWSSISMethod(Method):
             model, samples, profile, seed=seed, device=device, workdir=workdir, stage="student",
             augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=progress, config=key,
         )
-        last = result.history[-min(20, len(result.history)):]
         self.fit_info = {
             "key": key,
             "model_config": model.nuclei_config,
             "iterations": result.iterations,
             "train_seconds_last_call": round(result.seconds, 1),
             "resumed_from": result.resumed_from,
-            "final_losses": {k: float(np.mean([h[k] for h in last])) for k in last[0] if k.startswith("loss")},
+            "final_losses": history_summary(result.history),
             "n_labeled": len(labeled),
             "n_pseudo_labeled": len(unlabeled),
             "median_box_wh": list(box_size),

@@ -135,10 +135,12 @@ def test_cli_run_exit_code_and_dry_run(tmp_path, capsys):
 def test_sigkill_mid_grid_then_resume_equals_uninterrupted(tmp_path):
     """A real SIGKILL of ``benchmark run`` between cells; the re-run skips finished cells and the
     final Table 1 equals that of an uninterrupted run."""
+    from benchmark.check import tiny_profile_args
+
     env = dict(os.environ, PYTHONPATH=str(REPO), NUCLEI_SSL_BENCH_CACHE=str(tmp_path / "cache"))
     base = [sys.executable, "-m", "benchmark", "run", "--methods", "watershed,maskrcnn",
-            "--datasets", "synthetic", "--ratios", "1/8,1/2", "--profile", "smoke",
-            "--set", "profile.iterations=12", "--set", "profile.checkpoint_every=4", "--quiet"]
+            "--datasets", "synthetic", "--ratios", "1/8,1/2",
+            *tiny_profile_args(iterations=12, checkpoint_every=4), "--quiet"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(base + ["--out", str(killed)], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

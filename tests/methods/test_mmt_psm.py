@@ -205,6 +205,7 @@ def test_check_method_passes():
 @pytest.mark.slow
 def test_cli_end_to_end_with_teacher_cell(tmp_path, monkeypatch):
     from benchmark import cli
+    from benchmark.check import tiny_profile_args
 
     _register()
     monkeypatch.setenv("NUCLEI_SSL_BENCH_CACHE", str(tmp_path / "cache"))
@@ -212,7 +213,7 @@ def test_cli_end_to_end_with_teacher_cell(tmp_path, monkeypatch):
     # one colour view (2 teacher views) and one unlabeled patch per iteration keep the test affordable on
     # 2 CPU cores; check-method above runs the default options (K=2, batch 2)
     rc = cli.main(["run", "--methods", "mmt-psm,maskrcnn", "--datasets", "synthetic", "--ratios", "1/8",
-                   "--profile", "smoke", "--set", "profile.iterations=20", "--set", "mmt-psm.n_color_aug=1",
+                   *tiny_profile_args(iterations=20), "--set", "mmt-psm.n_color_aug=1",
                    "--set", "mmt-psm.unlabeled_batch_size=1", "--out", str(out), "--quiet"])
     assert rc == 0
     done = {p.parent.parent.name: json.loads(p.read_text()) for p in out.rglob("done.json")}

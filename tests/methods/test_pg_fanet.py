@@ -203,13 +203,14 @@ def test_check_method_passes():
 @pytest.mark.slow
 def test_cli_end_to_end(tmp_path, monkeypatch):
     from benchmark import cli
+    from benchmark.check import tiny_profile_args
     from benchmark.catalog import METHODS
 
     METHODS.register("pg-fanet", TARGET)
     monkeypatch.setenv("NUCLEI_SSL_BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
     rc = cli.main(["run", "--methods", "pg-fanet", "--datasets", "synthetic", "--ratios", "1/8",
-                   "--profile", "smoke", "--set", "profile.iterations=20", "--out", str(out), "--quiet"])
+                   *tiny_profile_args(iterations=20), "--out", str(out), "--quiet"])
     assert rc == 0
     (done_path,) = list(out.rglob("pg-fanet/*/done.json"))
     done = json.loads(done_path.read_text())

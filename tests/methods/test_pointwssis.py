@@ -271,11 +271,7 @@ def test_fit_trains_teacher_pseudo_labels_student_and_reloads(tmp_path):
     from benchmark.check import check_profile, tiny_split
     from methods.maskrcnn.checkpoint import CheckpointError
 
-    profile = check_profile().replace(
-        input_size=128, iterations=2, warmup_iters=1, checkpoint_every=1, rpn_post_nms_top_n_train=64,
-        rpn_post_nms_top_n_test=64, box_batch_size_per_image=32, box_head_dim=64, mask_head_channels=32,
-        detections_per_img=30, eval_batch_size=2,
-    )
+    profile = check_profile(iterations=2, warmup_iters=1, checkpoint_every=1)
     data = tiny_split(n_labeled=2, n_unlabeled=2, needs=frozenset({"points"}))
     m = PointWSSISMethod()
     assert m.teacher_workdir is None
@@ -321,12 +317,13 @@ def test_check_method_kit():
 @pytest.mark.slow
 def test_cli_run_on_synthetic(tmp_path, monkeypatch):
     from benchmark import cli
+    from benchmark.check import tiny_profile_args
 
     _register()
     monkeypatch.setenv("NUCLEI_SSL_BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
     rc = cli.main(["run", "--methods", "pointwssis,maskrcnn", "--datasets", "synthetic", "--ratios", "1/8",
-                   "--profile", "smoke", "--set", "profile.iterations=20", "--out", str(out), "--quiet"])
+                   *tiny_profile_args(iterations=20), "--out", str(out), "--quiet"])
     assert rc == 0
     (pdone,) = out.glob("synthetic/1-8/pointwssis/*/done.json")
     (mdone,) = out.glob("synthetic/1-8/maskrcnn/*/done.json")

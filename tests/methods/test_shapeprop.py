@@ -68,10 +68,7 @@ def model_and_data():
     from methods.maskrcnn.model import build_model
 
     # mechanics only: a small model on 128 px crops keeps these tests fast
-    profile = check_profile().replace(
-        input_size=128, rpn_post_nms_top_n_train=64, rpn_post_nms_top_n_test=64, box_batch_size_per_image=32,
-        box_head_dim=64, mask_head_channels=32, detections_per_img=30,
-    )
+    profile = check_profile()
     torch.manual_seed(0)
     model = build_model(profile, mask_branch=make_branch(profile))
     data = tiny_split(n_labeled=1, n_unlabeled=1, needs=frozenset({"boxes"}))
@@ -207,11 +204,7 @@ def test_options_and_missing_boxes_error(tmp_path):
 def _tiny_profile():
     from benchmark.check import check_profile
 
-    return check_profile().replace(
-        input_size=128, iterations=2, warmup_iters=1, checkpoint_every=1, rpn_post_nms_top_n_train=64,
-        rpn_post_nms_top_n_test=64, box_batch_size_per_image=32, box_head_dim=64, mask_head_channels=32,
-        detections_per_img=30, eval_batch_size=2,
-    )
+    return check_profile(iterations=2, warmup_iters=1, checkpoint_every=1)
 
 
 @pytest.mark.slow
@@ -260,6 +253,7 @@ def test_cli_run_on_synthetic(tmp_path, monkeypatch):
     _register()
     monkeypatch.setenv("NUCLEI_SSL_BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
+    # the full smoke network (not check-method's toy one): the AJI check below needs it to learn a little
     rc = cli.main(["run", "--methods", "shapeprop,maskrcnn", "--datasets", "synthetic", "--ratios", "1/8",
                    "--profile", "smoke", "--set", "profile.iterations=20", "--out", str(out), "--quiet"])
     assert rc == 0

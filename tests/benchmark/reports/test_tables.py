@@ -91,6 +91,22 @@ def test_build_report_writes_everything(tmp_path):
     expected = np.clip(np.linspace(0.40, 0.62, 12) + 0.08, 0, 1).mean()
     assert abs(bass.aji - expected) < 1e-3
     assert "Failed cells" in (tmp_path / "rep" / "report.md").read_text()
+    # the paired tests behind Table 1's markers are exported: reference rows and failed cells have none
+    assert pd.isna(bass.aji_p_value) and pd.isna(bass.aji_reference)
+    failed = df[(df.method == "noisyboundary") & (df.dataset == "monuseg") & (df.ratio == "1/8")].iloc[0]
+    assert failed.status == "failed" and pd.isna(failed.aji_p_value)
+    from scipy.stats import wilcoxon
+
+    from benchmark.reports.collect import collect
+    from benchmark.store import iter_cells
+
+    res = {(r.method, r.dataset, r.ratio): r for r in collect(list(iter_cells(store)))}
+    for method in ("maskrcnn", "pointwssis"):
+        row = df[(df.method == method) & (df.dataset == "cryonuseg") & (df.ratio == "1/8")].iloc[0]
+        a, b = res[(method, "cryonuseg", "1/8")].per_image, res[("bass", "cryonuseg", "1/8")].per_image
+        a, b = a.align(b, join="inner")
+        assert row.aji_reference == "bass"
+        assert row.aji_p_value == pytest.approx(wilcoxon(a.to_numpy(), b.to_numpy()).pvalue, rel=1e-9)
 
 
 def test_report_on_missing_store_is_a_clear_error(tmp_path):

@@ -86,11 +86,7 @@ def tiny_check_profile():
     a BASS fit is three stages (teacher, pseudo-labels, student), twice for the determinism check."""
     from benchmark.check import check_profile
 
-    return check_profile().replace(
-        input_size=128, iterations=4, warmup_iters=2, checkpoint_every=2, rpn_post_nms_top_n_train=64,
-        rpn_post_nms_top_n_test=64, fpn_channels=64, box_batch_size_per_image=32, box_head_dim=64,
-        mask_head_channels=32, detections_per_img=30, eval_batch_size=2,
-    )
+    return check_profile(iterations=4, checkpoint_every=2)
 
 
 @pytest.mark.slow
@@ -149,14 +145,13 @@ def test_fit_without_runner_trains_teacher_then_resumes_from_cache(tmp_path):
 
 @pytest.mark.slow
 def test_runner_end_to_end_bass_and_maskrcnn_share_the_teacher(tmp_path, monkeypatch):
+    from benchmark.check import tiny_profile_args
     from benchmark.cli import main
 
     monkeypatch.setenv("NUCLEI_SSL_BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
-    rc = main(["run", "--methods", "bass,maskrcnn", "--datasets", "synthetic", "--profile", "smoke",
-               "--ratios", "1/8", "--out", str(out), "--quiet", "--device", "cpu",
-               "--set", "profile.iterations=20", "--set", "profile.checkpoint_every=20",
-               "--set", "profile.detections_per_img=100"])
+    rc = main(["run", "--methods", "bass,maskrcnn", "--datasets", "synthetic", "--ratios", "1/8", "--out", str(out),
+               "--quiet", "--device", "cpu", *tiny_profile_args(iterations=20, checkpoint_every=20)])
     assert rc == 0
     done = {p.parent.parent.name: p for p in out.rglob("done.json")}
     assert set(done) == {"bass", "maskrcnn"}
