@@ -61,6 +61,7 @@ def aji_distributions(results: Sequence[Result], out: Path) -> list[Path]:
             ax.set_xlabel("")
             ax.tick_params(axis="x", rotation=35)
         fig.suptitle("Per-test-unit AJI")
+        fig.tight_layout()  # keeps the suptitle clear of the panel titles
         written += _save(fig, out / f"aji_distribution_{ds}")
     return written
 
