@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from benchmark.api import Method
-from methods.maskrcnn.train import history_summary  # noqa: F401 - shared with the mean-teacher methods
 
 EMA_SCHEDULES = ("mean_teacher", "warmup10")
 

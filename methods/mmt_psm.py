@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.maskrcnn.train import history_summary
 from methods.meanteacher import (
     EMATeacherHook,
     MeanTeacherMaskRCNN,
@@ -59,7 +60,6 @@ from methods.meanteacher import (
     color_jitter,
     dihedral,
     flip_boxes,
-    history_summary,
     images_to_tensors,
     random_erase,
     teacher_detections,

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.maskrcnn.heads import MaskRoIs, StandardMaskBranch, group_norm, masked_bce
+from methods.maskrcnn.train import history_summary
 from methods.meanteacher import (
     EMATeacherHook,
     MeanTeacherMaskRCNN,
@@ -53,7 +54,6 @@ from methods.meanteacher import (
     clone_teacher,
     color_jitter,
     dihedral,
-    history_summary,
     images_to_tensors,
     teacher_detections,
 )

@@ -52,7 +52,8 @@ def build_report(
         atomic_write_text(out / name, text)
         written.append(out / name)
 
-    t1, t2 = table1(res, opts), table2(res, opts)
+    pvals = table1_pvalues(res, opts)
+    t1, t2 = table1(res, opts, pvalues=pvals), table2(res, opts)
     write("table1.md", t1)
     write("table2.md", t2)
     sections = [t1, t2]
@@ -73,7 +74,6 @@ def build_report(
         sections.append("\n".join(lines) + "\n")
     write("report.md", "\n\n".join(sections))
     frame = results_frame(res)
-    pvals = table1_pvalues(res, opts)
     keys = list(zip(frame["method"], frame["variant"], frame["dataset"], frame["ratio"])) if len(frame) else []
     frame["aji_reference"] = [pvals.get(k, (None, None))[0] for k in keys]
     frame["aji_p_value"] = [pvals.get(k, (None, None))[1] for k in keys]

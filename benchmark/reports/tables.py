@@ -145,14 +145,20 @@ def _datasets_of(results: Sequence[Result]) -> list[str]:
     return names
 
 
-def table1(results: Sequence[Result], opts: TableOptions = TableOptions()) -> str:
+def table1(results: Sequence[Result], opts: TableOptions = TableOptions(), pvalues=None) -> str:
     """Table 1: rows = methods grouped by ratio, columns = Dice / AJI / PQ per dataset.
 
-    Only default-option results enter Table 1 (sweeps go to their own tables/figures).
+    Only default-option results enter Table 1 (sweeps go to their own tables/figures). ``pvalues``:
+    :func:`table1_pvalues` of the same results and options when the caller already has them
+    (``build_report`` exports them too), so the paired tests run once.
     """
     results = [r for r in results if not r.variant]
     if not results:
         return "_No results in the store._\n"
+    from benchmark.stats import significance_marker
+
+    if pvalues is None:
+        pvalues = table1_pvalues(results, opts)
     datasets = _datasets_of(results)
     ratios = sorted({r.ratio for r in results}, key=lambda x: RATIO_ORDER.index(x) if x in RATIO_ORDER else 9)
     header = ["Ratio", "Method"] + [f"{ds} {METRIC_NAMES[m]}" for ds in datasets for m in METRICS]
@@ -160,7 +166,6 @@ def table1(results: Sequence[Result], opts: TableOptions = TableOptions()) -> st
     references: dict[tuple[str, str], str | None] = {}
     for ratio in ratios:
         block = [r for r in results if r.ratio == ratio]
-        sig = significance(block, datasets, opts)
         for ds in datasets:
             references[(ratio, ds)] = choose_reference(block, ds, opts.reference)
         marks = {}
@@ -178,7 +183,8 @@ def table1(results: Sequence[Result], opts: TableOptions = TableOptions()) -> st
                 for m in METRICS:
                     marker = ""
                     if m == "aji" and r is not None:
-                        marker = sig.get((method, "", ds), (None, ""))[1]
+                        p = pvalues.get((method, "", ds, ratio), (None, None))[1]
+                        marker = significance_marker(p) if p is not None else ""
                     row.append(_cell_text(r, m, marks[(ds, m)].get(method, ""), marker))
             lines.append("| " + " | ".join(row) + " |")
     caption = table_caption(results, opts, references)
