@@ -1,7 +1,7 @@
-"""Command line: ``python -m benchmark {list,run,report,splits,check-method}``.
+"""Command line: ``python -m benchmark {list,run,report,verify,splits,check-method}``.
 
-Every subcommand has ``--help``. Exit codes: 0 success, 1 some cell/check failed, 2 bad usage (unknown
-names, missing data, bad options).
+Every subcommand has ``--help``. Exit codes: 0 success, 1 some cell/check failed (or, for ``verify``,
+a damaged cell), 2 bad usage (unknown names, missing or broken data, bad options, damaged store).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -67,11 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with some datasets missing, run the present ones (default: stop)")
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
     pr.add_argument("--report", action="store_true", help="build the report after the grid")
+    pr.add_argument("--report-dir", type=Path, default=None,
+                    help="where --report writes (default: <out>/reports)")
 
     # report ----------------------------------------------------------------------------
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
     pp.add_argument("--results", type=Path, default=Path("results"), help="result store (default: ./results)")
-    pp.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: ./reports)")
+    pp.add_argument("--out", "--report-dir", dest="out", type=Path, default=None,
+                    help="output folder (default: <results>/reports, beside the store)")
+    pp.add_argument("--skip-damaged", action="store_true",
+                    help="leave damaged cells out with a warning (default: refuse the whole report)")
     pp.add_argument("--protocol", choices=["patch", "image"], default="patch",
                     help="patch: per 256×256 test patch (paper); image: stitched whole images")
     pp.add_argument("--aggregation", choices=["mean", "aggregated"], default="mean",
@@ -83,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multiple-comparison correction across the table")
     pp.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     pp.add_argument("--no-figures", action="store_true", help="tables only")
+
+    # verify ----------------------------------------------------------------------------
+    pv = sub.add_parser("verify", help="check every done cell of a result store against its checksums")
+    pv.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
 
     # splits ----------------------------------------------------------------------------
     ps = sub.add_parser("splits", help="make or show split manifests")
@@ -116,21 +126,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from benchmark.data.base import DatasetError
     from benchmark.registry import RegistryError
+    from benchmark.store import StoreError
 
     try:
-        return {
-            "list": cmd_list,
-            "run": cmd_run,
-            "report": cmd_report,
-            "splits": cmd_splits,
-            "check-method": cmd_check,
-        }[args.command](args)
-    except (RegistryError, DatasetError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return {
+                "list": cmd_list,
+                "run": cmd_run,
+                "report": cmd_report,
+                "verify": cmd_verify,
+                "splits": cmd_splits,
+                "check-method": cmd_check,
+            }[args.command](args)
+    except (RegistryError, DatasetError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file the suite had to read or write; name it instead of a traceback
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; re-run the same command to resume.", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``warning: ...`` line (they name the file themselves), not a source location."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------ commands
@@ -233,7 +255,10 @@ def cmd_run(args) -> int:
     if args.report:
         from benchmark.reports import build_report
 
-        build_report(results=args.out, out=Path("reports"))
+        written = build_report(results=args.out, out=args.report_dir or args.out / "reports")
+        print(f"report: {len(written)} file(s) written:", file=sys.stderr)
+        for path in written:
+            print(path)
     if failed:
         print(f"{failed} cell(s) failed; `python -m benchmark report` shows them.", file=sys.stderr)
         return EXIT_FAILED
@@ -253,10 +278,29 @@ def cmd_report(args) -> int:
         correction=None if args.correction == "none" else args.correction,
         methods=_split_csv(args.methods) if args.methods else None,
         figures=not args.no_figures,
+        skip_damaged=args.skip_damaged,
     )
     for path in written:
         print(path)
     return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    """Every done cell against its checksums: exit 0 clean, 1 damaged (each cell and file listed)."""
+    from benchmark import store
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ValueError(f"--out {out}: no result store there; pass the --out of a `benchmark run`.")
+    check = store.verify_store(out)
+    damaged, legacy, done = check.damaged, check.legacy, check.done
+    for path, problem in damaged:
+        print(f"DAMAGED {path}\n  {problem}")
+    for path in legacy:
+        print(f"UNVERIFIED {path}\n  no checksums in done.json (written before they existed): readable, "
+              f"but changes cannot be detected; re-run it with --force to record them")
+    print(f"{out}: {done} done cell(s) checked, {len(damaged)} damaged, {len(legacy)} without checksums")
+    return EXIT_FAILED if damaged else EXIT_OK
 
 
 def cmd_splits(args) -> int:

@@ -168,8 +168,42 @@ class Runner:
         self._datasets: dict[str, Any] = {}
         self._manifests: dict[str, dict] = {}
         self._splits: dict[tuple, Any] = {}
+        self._damage: dict[Path, list[str]] = {}
+        self.legacy_cells: list[Path] = []
 
     # ---------------------------------------------------------------- planning
+    def check_out(self, *, create: bool) -> None:
+        """``--out`` must be (or be creatable as) a writable folder; raises :class:`GridError` if not."""
+        out = self.out
+        for parent in [out, *out.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    what = "is a file" if parent == out else f"is under {parent}, which is a file"
+                    raise GridError(f"--out {out}: {what}; pass a folder for the result store.")
+                break
+        if not create:
+            return
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            store.atomic_write_text(out / ".write-test", "")
+            (out / ".write-test").unlink()
+        except OSError as exc:
+            raise GridError(f"--out {out}: cannot write the result store there ({exc.strerror or exc}); "
+                            f"pass a folder you can write to.") from None
+
+    def cell_state(self, path: Path) -> str:
+        """``cell_status`` with done cells verified: a damaged done cell is ``"damaged"``."""
+        status = store.cell_status(path)
+        if status != "done":
+            return status
+        problems, legacy = store.verify_cell(path)
+        if problems:
+            self._damage[path] = problems
+            return "damaged"
+        if legacy and path not in self.legacy_cells:
+            self.legacy_cells.append(path)
+        return status
+
     def check_names(self) -> None:
         for m in self.cfg.methods:
             get_method(m)  # raises UnknownNameError / PluginLoadError with the available names
@@ -237,6 +271,7 @@ class Runner:
     def plan(self) -> list[tuple[CellSpec, Path, str]]:
         """``(cell, directory, status)`` for every cell, teachers included."""
         self.check_names()
+        self.check_out(create=False)
         datasets = self.resolve_datasets()
         cells = expand_cells(self.cfg, datasets)
         extra = []
@@ -250,19 +285,23 @@ class Runner:
         rows = []
         for c in cells:
             d = self.cell_dir(c)
-            rows.append((c, d, store.cell_status(d)))
+            rows.append((c, d, self.cell_state(d)))
         return rows
 
     # ---------------------------------------------------------------- running
     def run(self) -> int:
         """Run every cell; returns the number of failed cells."""
         rows = self.plan()
+        self.check_out(create=True)
         total = len(rows)
         todo = [r for r in rows if self.cfg.force or r[2] != "done"]
         self.echo(
             f"grid: {total} cell(s), {total - len(todo)} already done, {len(todo)} to run "
             f"→ {self.out}"
         )
+        if self.legacy_cells:
+            self.echo(f"warning: {len(self.legacy_cells)} done cell(s) predate checksums and were checked "
+                      f"for readability only; re-run them with --force to record checksums.")
         failed = 0
         durations: list[float] = []
         done_count = total - len(todo)
@@ -274,6 +313,8 @@ class Runner:
             self.echo(
                 f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
             )
+            if _status == "damaged":
+                self._announce_damage(path)
             t0 = time.time()
             ok = self.run_cell(cell, path)
             durations.append(time.time() - t0)
@@ -284,11 +325,17 @@ class Runner:
         self.echo(f"grid finished: {done_count}/{total} done, {failed} failed. Results in {self.out}")
         return failed
 
+    def _announce_damage(self, path: Path) -> None:
+        problems = self._damage.get(path, ["unknown damage"])
+        self.echo(f"  recomputing a damaged cell: {'; '.join(problems)}")
+
     def run_cell(self, cell: CellSpec, path: Path) -> bool:
         """Train, predict and evaluate one cell. Returns ``True`` on success; failures are recorded."""
-        if self.cfg.force and path.exists():
+        if (self.cfg.force or path in self._damage) and path.exists():
             shutil.rmtree(path)
+            self._damage.pop(path, None)
         path.mkdir(parents=True, exist_ok=True)
+        store.remove_orphan_temps(path)
         (path / store.FAILED).unlink(missing_ok=True)
         logfile = path / "run.log"
         handler = logging.FileHandler(logfile)
@@ -354,7 +401,9 @@ class Runner:
         if cls.teacher:
             tcell = CellSpec(cls.teacher, cell.dataset, cell.ratio, cell.seed, ())
             tdir = self.cell_dir(tcell)
-            if store.cell_status(tdir) != "done":
+            if self.cell_state(tdir) != "done":
+                if tdir in self._damage:
+                    self._announce_damage(tdir)
                 self.echo(f"  training teacher {cls.teacher!r} first")
                 if not self.run_cell(tcell, tdir):
                     raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
@@ -393,8 +442,8 @@ class Runner:
             "image": {m: summarize(image_table, mode=m) for m in ("mean", "aggregated")},
         }
         extra = getattr(method, "fit_info", None)
-        store.atomic_write_json(
-            path / store.DONE,
+        store.seal_cell(
+            path,
             {
                 "summary": summary,
                 "fit_seconds": fit_s,

@@ -25,7 +25,7 @@ SWEEPS = {
 
 def build_report(
     results: Path = Path("results"),
-    out: Path = Path("reports"),
+    out: Path | None = None,
     *,
     protocol: str = "patch",
     aggregation: str = "mean",
@@ -34,14 +34,21 @@ def build_report(
     correction: str | None = None,
     methods: Sequence[str] | None = None,
     figures: bool = True,
+    skip_damaged: bool = False,
 ) -> list[Path]:
     """Write ``table1.md``, ``table2.md``, sweep tables, ``table5.md``, ``results.csv/json``,
-    ``report.md`` (all tables) and figures into ``out``. Returns the written paths."""
-    results, out = Path(results), Path(out)
+    ``report.md`` (all tables) and figures into ``out`` (default: ``<results>/reports``). Returns the
+    written paths.
+
+    Every done cell is verified against the checksums in its ``done.json`` first; a damaged cell raises
+    :class:`benchmark.store.StoreError` naming the file, unless ``skip_damaged`` (then it is left out
+    with a warning)."""
+    results = Path(results)
+    out = Path(out) if out is not None else results / "reports"
     if not results.is_dir():
         raise ValueError(f"result store {results} does not exist; run `python -m benchmark run ...` first "
                          f"or pass --results PATH")
-    records = list(iter_cells(results))
+    records = list(iter_cells(results, skip_damaged=skip_damaged))
     res = collect(records, protocol=protocol, aggregation=aggregation, methods=methods)
     opts = TableOptions(protocol=protocol, aggregation=aggregation, test=test, correction=correction,
                         reference=reference)
