@@ -20,6 +20,15 @@ def _split_csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _require_csv(text: str, option: str) -> list[str]:
+    """Comma-separated values of ``option``; an empty list (``--seeds ,``) is an error, not 0 cells."""
+    values = _split_csv(text)
+    if not values:
+        raise ValueError(f"{option} {text!r}: no values given (it would run 0 cells); pass at least one "
+                         f"value, comma-separated")
+    return values
+
+
 def _parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
@@ -69,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
     pr.add_argument("--report", action="store_true", help="build the report after the grid")
     pr.add_argument("--report-dir", type=Path, default=None,
-                    help="where --report writes (default: <out>/reports)")
+                    help="where --report writes (default: <out>/reports, beside the store); implies --report")
 
     # report ----------------------------------------------------------------------------
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
@@ -210,7 +219,7 @@ def cmd_run(args) -> int:
     from benchmark.runner import GridConfig, GridError, Runner, dry_run_rows
 
     overrides = _parse_assignments(args.overrides, "--set")
-    sweeps = {k: _split_csv(v) for k, v in _parse_assignments(args.sweeps, "--sweep").items()}
+    sweeps = {k: _require_csv(v, f"--sweep {k}=") for k, v in _parse_assignments(args.sweeps, "--sweep").items()}
     profile_over = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("profile.")}
     overrides = {k: v for k, v in overrides.items() if not k.startswith("profile.")}
     if any(k.startswith("profile.") for k in sweeps):
@@ -220,14 +229,15 @@ def cmd_run(args) -> int:
     except KeyError as exc:
         raise ValueError(str(exc.args[0])) from None
     profile = profile.replace(**profile_over) if profile_over else profile
+    seed_texts = _require_csv(args.seeds, "--seeds")
     try:
-        seeds = [int(s) for s in _split_csv(args.seeds)]
+        seeds = [int(s) for s in seed_texts]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     cfg = GridConfig(
-        methods=_split_csv(args.methods),
-        datasets=_split_csv(args.datasets),
-        ratios=_split_csv(args.ratios),
+        methods=_require_csv(args.methods, "--methods"),
+        datasets=_require_csv(args.datasets, "--datasets"),
+        ratios=_require_csv(args.ratios, "--ratios"),
         seeds=seeds,
         profile=profile,
         device=resolve_device(args.device),
@@ -252,17 +262,17 @@ def cmd_run(args) -> int:
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.report:
-        from benchmark.reports import build_report
-
-        written = build_report(results=args.out, out=args.report_dir or args.out / "reports")
-        print(f"report: {len(written)} file(s) written:", file=sys.stderr)
-        for path in written:
-            print(path)
     if failed:
         print(f"{failed} cell(s) failed; `python -m benchmark report` shows them.", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    if args.report or args.report_dir:
+        from benchmark.reports import build_report
+
+        report_dir = args.report_dir or args.out / "reports"
+        written = build_report(results=args.out, out=report_dir)
+        print(f"report: {len(written)} file(s) written to {report_dir}:", file=sys.stderr, flush=True)
+        for path in written:
+            print(path, flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_report(args) -> int:
