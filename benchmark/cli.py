@@ -169,7 +169,7 @@ def cmd_list(args) -> int:
     from tabulate import tabulate
 
     from benchmark.catalog import DATASETS
-    from benchmark.data import open_dataset
+    from benchmark.data import DatasetError, open_dataset
     from benchmark.profiles import PROFILES
     from benchmark.runner import describe_methods
 
@@ -181,11 +181,14 @@ def cmd_list(args) -> int:
                              "location": "", "dist": entry.dist})
             continue
         ds = open_dataset(name, args.data_root)
-        present = ds.is_present()
+        try:
+            present = "yes" if ds.is_present() else "no"
+        except DatasetError as exc:
+            present = f"broken: {exc}"
         datasets.append({
             "name": name,
             "description": cls.description,
-            "present": "yes" if present else "no",
+            "present": present,
             "location": "(generated)" if name == "synthetic" else str(ds.root),
             "dist": entry.dist,
         })

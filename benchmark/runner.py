@@ -31,7 +31,7 @@ from benchmark import store
 from benchmark.api import Method
 from benchmark.catalog import METHODS, PAPER_DATASETS, get_method
 from benchmark.data import dataset_key, manifest_for, open_dataset
-from benchmark.data.base import DatasetError
+from benchmark.data.base import DatasetError, DatasetNotFoundError
 from benchmark.envinfo import distribution_of, environment
 from benchmark.profiles import Profile
 
@@ -219,18 +219,25 @@ class Runner:
             for s in PAPER_DATASETS if d == "all" else (d,):
                 if s not in specs:
                     specs.append(s)
-        present, missing = [], []
+        present, missing, broken = [], [], []
         for spec in specs:
             try:
                 ds = open_dataset(spec, self.cfg.data_root)
-            except DatasetError as exc:
+                found = ds.is_present()
+            except DatasetNotFoundError as exc:
                 missing.append((spec, str(exc)))
                 continue
-            if ds.is_present():
+            except DatasetError as exc:  # present but unusable: say exactly why, never "missing"
+                broken.append((spec, str(exc)))
+                continue
+            if found:
                 self._datasets[spec] = ds
                 present.append(spec)
             else:
                 missing.append((spec, ds.missing_message()))
+        if broken:
+            text = "\n\n".join(f"[{s}] {msg}" for s, msg in broken)
+            raise GridError(f"{len(broken)} dataset(s) cannot be used:\n\n{text}")
         if missing:
             text = "\n\n".join(f"[{s}] {msg}" for s, msg in missing)
             if not self.cfg.skip_missing or not present:

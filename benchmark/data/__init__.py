@@ -41,7 +41,9 @@ def open_dataset(spec: str, data_root: str | Path | None = None) -> Dataset:
     if spec.startswith("folder:"):
         from benchmark.data.folder import dataset_from_spec
 
-        return dataset_from_spec(spec, data_root)
+        ds = dataset_from_spec(spec, data_root)
+        ds.name = dataset_key(spec)  # one name in run, report, splits and manifests
+        return ds
     from benchmark.catalog import get_dataset_class
 
     cls = get_dataset_class(spec)
@@ -51,9 +53,16 @@ def open_dataset(spec: str, data_root: str | Path | None = None) -> Dataset:
 
 
 def dataset_key(spec: str) -> str:
-    """A path- and table-friendly name for a dataset spec (``folder:/a/b`` → ``folder-b``)."""
+    """A path- and table-friendly name for a dataset spec (``folder:/a/b`` → ``folder-b``).
+
+    A ``folder:`` dataset is named ``folder-<name>``: ``<name>`` is the ``name`` of its
+    ``dataset.toml`` (the spec's TOML file, or one beside ``images/``) if it sets one, else the folder's
+    name. The same name is used by ``run``, ``report``, ``splits`` and the manifest.
+    """
     if spec.startswith("folder:"):
-        return "folder-" + Path(spec[len("folder:") :]).expanduser().resolve().name
+        from benchmark.data.folder import folder_dataset_name
+
+        return "folder-" + folder_dataset_name(Path(spec[len("folder:") :]).expanduser().resolve())
     return spec
 
 

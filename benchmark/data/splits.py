@@ -96,16 +96,20 @@ def image_counts(recipe: str, n: int) -> tuple[int, int, int]:
     def half_up(x: Fraction) -> int:
         return int(x + Fraction(1, 2))
 
-    n_val, n_test = half_up(n * props[1] / total), half_up(n * props[2] / total)
-    if props[1] > 0:
-        n_val = max(n_val, 1)
-    if props[2] > 0:
-        n_test = max(n_test, 1)
-    n_train = n - n_val - n_test
+    def split(k: int) -> tuple[int, int, int]:
+        n_val, n_test = half_up(k * props[1] / total), half_up(k * props[2] / total)
+        n_val = max(n_val, 1) if props[1] > 0 else n_val
+        n_test = max(n_test, 1) if props[2] > 0 else n_test
+        return k - n_val - n_test, n_val, n_test
+
+    n_train, n_val, n_test = split(n)
     if n_train < 1:
+        need = next(k for k in range(1, 10_000) if split(k)[0] >= 1)
+        t, v, s = split(need)
         raise ManifestError(
-            f"recipe {recipe!r} cannot split {n} annotated image(s) into train/val/test "
-            f"({n_train}/{n_val}/{n_test}); at least 3 annotated images are needed."
+            f"recipe {recipe!r} needs at least {need} annotated images ({t} train, {v} val, {s} test) but "
+            f"the dataset has only {n}. An image is annotated when it has a label file: add labels, or "
+            f"add annotated images."
         )
     return n_train, n_val, n_test
 
@@ -163,7 +167,10 @@ def make_manifest(
         if not callable(label_fp) and rec.label is not None:
             info[name]["label_sha256"] = hashlib.sha256(np.ascontiguousarray(rec.label, np.int32).tobytes()).hexdigest()
     annotated = [n for n in names if info[n]["annotated"]]
-    n_train, n_val, n_test = image_counts(recipe, len(annotated))
+    try:
+        n_train, n_val, n_test = image_counts(recipe, len(annotated))
+    except ManifestError as exc:
+        raise ManifestError(f"dataset {dataset.name!r} at {dataset.root}: {exc}") from None
     ranked = _rank(seed, "image", annotated)
     part_of = {n: "train" for n in names}  # unannotated -> train
     for n in ranked[n_train : n_train + n_val]:
