@@ -148,7 +148,7 @@ def load_predictions(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise StoreError(f"{path}: damaged predictions archive ({type(exc).__name__}: {exc}); "
+        raise StoreError(f"{path}: damaged .npz archive ({type(exc).__name__}: {exc}); "
                          f"re-run the cell (`benchmark run` recomputes damaged cells).") from exc
 
 
@@ -202,7 +202,7 @@ def _readability_problems(path: Path) -> list[str]:
     problems = []
     checks: list[tuple[str, Callable[[Path], Any]]] = [(CELL, read_json), ("env.json", read_json)]
     checks += [(name, read_metrics) for name in METRIC_FILES.values()]
-    checks += [("predictions.npz", load_predictions)]
+    checks += [("predictions.npz", load_predictions), ("examples.npz", load_predictions)]
     for name, check in checks:
         p = path / name
         if name in (CELL, *METRIC_FILES.values()) or p.exists():

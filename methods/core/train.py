@@ -70,8 +70,13 @@ class TrainingDivergedError(RuntimeError):
         shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
         where = (f"the last good checkpoint {checkpoint} is kept" if checkpoint is not None
                  else "no checkpoint had been written yet")
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        #: what went non-finite: ``"loss"`` or ``"gradient norm"`` (finite losses, NaN/inf gradients)
+        self.what = "gradient norm" if bad == ["grad_norm"] else "loss"
+        what = ("non-finite gradient norm although every loss was finite" if self.what == "gradient norm"
+                else f"non-finite loss ({', '.join(bad)})")
         super().__init__(
-            f"training diverged at iteration {iteration}: non-finite loss ({shown}); {where}. "
+            f"training diverged at iteration {iteration}: {what} ({shown}); {where}. "
             f"Lower profile.lr, lengthen profile.warmup_iters or set profile.grad_clip, then rerun."
         )
 

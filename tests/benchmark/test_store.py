@@ -158,3 +158,15 @@ def test_orphaned_temp_files_are_removed_when_the_cell_is_claimed(store_copy):
                      profile=get_profile("smoke"), out=store_copy, progress=False)
     assert Runner(cfg, echo=lambda m: None).run() == 0
     assert not orphan.exists() and not list(cell.glob(".*.npz"))
+
+
+def test_legacy_cell_with_a_corrupt_npz_is_damaged(store_copy):
+    cell = _cell(store_copy)
+    done = json.loads((cell / store.DONE).read_text())
+    done.pop("artefacts")
+    (cell / store.DONE).write_text(json.dumps(done))
+    (cell / "examples.npz").write_bytes(b"PK\x03\x04 not a zip")
+    problems, legacy = store.verify_cell(cell)
+    assert legacy and len(problems) == 1 and "examples.npz" in problems[0]
+    with pytest.raises(store.StoreError, match="examples.npz"):
+        list(store.iter_cells(store_copy))

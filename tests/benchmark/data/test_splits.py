@@ -339,3 +339,14 @@ def test_committed_synthetic_manifest():
     rows = {r["ratio"]: (r["labeled"], r["unlabeled"], r["val"], r["test"]) for r in split_counts(m)}
     assert rows == {"1/8": (20, 142, 54, 54), "1/4": (40, 122, 54, 54), "1/2": (81, 81, 54, 54)}
     verify_manifest(m, SyntheticDataset())
+
+
+def test_too_few_images_message_says_how_many_are_needed():
+    """Issue 12 row 14: it said 'cannot split 0 ... (-2/1/1)'."""
+    with pytest.raises(ManifestError) as info:
+        image_counts("6:2:2", 0)
+    msg = str(info.value)
+    assert "needs at least 3 annotated images (1 train, 1 val, 1 test)" in msg and "has only 0" in msg
+    assert "-2" not in msg
+    with pytest.raises(ManifestError, match="needs at least 3 annotated images .* has only 2"):
+        image_counts("8:1:1", 2)
