@@ -95,7 +95,7 @@ def case(name: str, code: int = 2):
 def _(tmp, store):
     root = folder_dataset(tmp / "d")
     Image.fromarray(_image(9)).save(root / "images" / "img0.tif")
-    return folder_argv(root, tmp / "o"), ["img0.png", "img0.tif", "share the name"]
+    return folder_argv(root, tmp / "o"), ["img0.png", "img0.tif", "share the name", "cannot be used"]
 
 
 @case("duplicate-stem-upper-case")
@@ -109,21 +109,21 @@ def _(tmp, store):
 def _(tmp, store):
     root = folder_dataset(tmp / "d")
     tifffile.imwrite(root / "labels" / "zz.tif", _label())
-    return folder_argv(root, tmp / "o"), ["zz.tif", "without a matching image"]
+    return folder_argv(root, tmp / "o"), ["zz.tif", "without a matching image", "cannot be used"]
 
 
 @case("orphan-xml")
 def _(tmp, store):
     part = monuseg_test(tmp / "data")
     (part / "zz.xml").write_text(aperio_xml([SQUARE]))
-    return monuseg_argv(tmp / "data", tmp / "o"), ["zz.xml", "without a matching image"]
+    return monuseg_argv(tmp / "data", tmp / "o"), ["zz.xml", "without a matching image", "cannot be used"]
 
 
 @case("xml-beside-xml-gz")
 def _(tmp, store):
     part = monuseg_test(tmp / "data")
     (part / "t0.xml.gz").write_bytes(gzip.compress((part / "t0.xml").read_bytes()))
-    return monuseg_argv(tmp / "data", tmp / "o"), ["t0.xml.gz", "t0.xml"]
+    return monuseg_argv(tmp / "data", tmp / "o"), ["t0.xml.gz", "t0.xml", "cannot be used"]
 
 
 @case("corrupt-xml-gz")
@@ -367,6 +367,7 @@ def test_bad_input_gets_a_clear_error(bad_input, capsys):
     cap = capsys.readouterr()
     text = cap.err + cap.out
     assert "Traceback" not in text
+    assert "dataset(s) missing" not in text, "data that is present but broken must say why"
     assert rc == code, text[-2000:]
     for phrase in phrases:
         assert phrase in text, f"{phrase!r} not in:\n{text[-2000:]}"
