@@ -78,9 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mean: per-image mean (default); aggregated: Σ intersections / Σ unions")
     pp.add_argument("--reference", default=None,
                     help="reference method of the paired tests (default: bass if present, else the best)")
-    pp.add_argument("--test", choices=["wilcoxon", "ttest"], default="wilcoxon", help="paired test on AJI")
-    pp.add_argument("--correction", choices=["none", "holm", "bh"], default="none",
-                    help="multiple-comparison correction across the table")
+    pp.add_argument("--test", choices=["permutation", "wilcoxon-patch"], default="permutation",
+                    help="paired test on AJI: permutation (default; image-level sign flips, the test image "
+                         "as the unit) or wilcoxon-patch (the paper's per-patch signed-rank test)")
+    pp.add_argument("--correction", choices=["none", "holm", "bh"], default="holm",
+                    help="multiple-comparison correction over the comparisons of each dataset and ratio "
+                         "(default: holm)")
+    pp.add_argument("--select-on", choices=["val", "test"], default="val",
+                    help="split whose AJI selects a sweep's value (default: val; test prints a warning)")
+    pp.add_argument("--bootstrap", type=int, default=10000, metavar="N",
+                    help="paired-bootstrap resamples of the ΔAJI intervals (default: 10000; seed fixed)")
+    pp.add_argument("--profile", default=None, help="only the cells of this training profile")
+    pp.add_argument("--split", default=None, metavar="HASH", help="only the cells of this split hash (prefix)")
+    pp.add_argument("--split-recipe", default=None, choices=["paper", "image"],
+                    help="only the cells of this labeled-subset recipe")
     pp.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     pp.add_argument("--no-figures", action="store_true", help="tables only")
 
@@ -241,17 +252,27 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from benchmark.reports import build_report
+    from benchmark.reports import TableOptions, build_report
 
-    written = build_report(
-        results=args.results,
-        out=args.out,
+    if args.bootstrap < 100:
+        raise ValueError(f"--bootstrap {args.bootstrap}: use at least 100 resamples (default 10000)")
+    opts = TableOptions(
         protocol=args.protocol,
         aggregation=args.aggregation,
         reference=args.reference,
         test=args.test,
         correction=None if args.correction == "none" else args.correction,
+        select_on=args.select_on,
+        n_boot=args.bootstrap,
+    )
+    written = build_report(
+        results=args.results,
+        out=args.out,
+        opts=opts,
         methods=_split_csv(args.methods) if args.methods else None,
+        profile=args.profile,
+        split=args.split,
+        split_recipe=args.split_recipe,
         figures=not args.no_figures,
     )
     for path in written:
