@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with some datasets missing, run the present ones (default: stop)")
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
     pr.add_argument("--report", action="store_true", help="build the report after the grid")
+    pr.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
+                    help="labeled subset: paper (default; patches drawn from all training images, as the "
+                         "paper's Table 5) or image (whole training images labeled, no overlap leakage)")
 
     # report ----------------------------------------------------------------------------
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
@@ -106,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     psm.add_argument("--seed", type=int, default=0)
     psm.add_argument("--out", type=Path, default=None, help="output file (default: splits/<dataset>.json)")
     psm.add_argument("--force", action="store_true", help="overwrite an existing manifest")
+    psm.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
+                     help="labeled-subset recipe (default: paper); image writes splits/<dataset>.image.json")
     pss = ssub.add_parser("show", help="print the Table 5 counts of a manifest")
     pss.add_argument("--dataset", required=True)
     pss.add_argument("--data-root", type=Path, default=None)
     pss.add_argument("--format", choices=["md", "json"], default="md")
+    pss.add_argument("--split-recipe", default=None, choices=["paper", "image"],
+                     help="labeled-subset recipe (default: both)")
 
     # check-method ----------------------------------------------------------------------
     pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
@@ -227,6 +234,7 @@ def cmd_run(args) -> int:
         force=args.force,
         skip_missing=args.skip_missing,
         progress=not args.quiet,
+        split_recipe=args.split_recipe,
     )
     runner = Runner(cfg)
     try:
@@ -281,16 +289,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_splits(args) -> int:
-    from benchmark.data import SPLITS_DIR, dataset_key, manifest_for, open_dataset
+    from benchmark.data import manifest_for, manifest_path, open_dataset
     from benchmark.data import splits as sp
 
     ds = open_dataset(args.dataset, args.data_root)
     if args.splits_command == "make":
-        out = args.out or SPLITS_DIR / f"{dataset_key(args.dataset)}.json"
+        out = args.out or manifest_path(args.dataset, args.split_recipe)
         if out.exists() and not args.force:
             raise ValueError(f"{out} exists; pass --force to overwrite it (committed manifests are the "
                              f"published splits: change them only on purpose)")
-        kwargs = {"seed": args.seed}
+        kwargs = {"seed": args.seed, "labeled_recipe": args.split_recipe}
         if args.recipe:
             kwargs["recipe"] = args.recipe
         manifest = sp.make_manifest(ds, **kwargs)
@@ -298,8 +306,13 @@ def cmd_splits(args) -> int:
         print(f"wrote {out}")
         print(sp.format_counts(manifest, fmt="md"))
         return EXIT_OK
-    manifest = manifest_for(ds, args.dataset, verify=False)
-    print(sp.format_counts(manifest, fmt=args.format))
+    recipes = [args.split_recipe] if args.split_recipe else list(sp.LABELED_RECIPES)
+    texts = [sp.format_counts(manifest_for(ds, args.dataset, verify=False, split_recipe=r), fmt=args.format)
+             for r in recipes]
+    if args.format == "json":
+        print(json.dumps([row for t in texts for row in json.loads(t)], indent=1))
+    else:
+        print("\n".join(texts))
     return EXIT_OK
 
 

@@ -97,7 +97,7 @@ def build_report(
         written.append(out / name)
 
     sections, comps_all = _write_tables(res, opts, write)
-    t5 = table5(sorted({r.dataset for r in res}))
+    t5 = table5(sorted({(r.dataset, r.split_recipe) for r in res}))
     if t5:
         write("table5.md", t5)
         sections.append(t5)
@@ -169,16 +169,18 @@ def _write_exports(res, comps, opts, out: Path, write) -> list[Path]:
     return [out / "results.csv"]
 
 
-def table5(datasets: Sequence[str]) -> str | None:
-    """Table 5 (split counts) for the datasets with a committed manifest."""
-    from benchmark.data import SPLITS_DIR
+def table5(datasets: Sequence[tuple[str, str] | str]) -> str | None:
+    """Table 5 (split counts, labeled area, overlaps) for the ``(dataset, split recipe)`` pairs with a
+    committed manifest (a bare name means the ``paper`` recipe)."""
+    from benchmark.data import manifest_path
     from benchmark.data import splits as sp
 
     parts = []
-    for ds in datasets:
-        path = SPLITS_DIR / f"{ds}.json"
+    for item in datasets:
+        ds, recipe = (item, "paper") if isinstance(item, str) else item
+        path = manifest_path(ds, recipe)
         if path.exists():
-            parts.append(f"*{ds}*\n\n" + sp.format_counts(sp.load_manifest(path), fmt="md"))
+            parts.append(f"*{ds}, split recipe {recipe}*\n\n" + sp.format_counts(sp.load_manifest(path), fmt="md"))
     if not parts:
         return None
     return "**Table 5.** Split counts (patches): labeled / unlabeled / val / test per ratio.\n\n" + "\n\n".join(parts)
