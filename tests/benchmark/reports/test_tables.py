@@ -171,3 +171,24 @@ def test_table1_latex_golden(tmp_path):
 def test_report_on_missing_store_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         build_report(tmp_path / "nope", tmp_path / "rep")
+
+
+def test_comparisons_golden(tmp_path):
+    store = store_fixture.build_store(tmp_path / "store")
+    build_report(store, tmp_path / "rep", figures=False)
+    check_golden("comparisons.md", (tmp_path / "rep" / "comparisons.md").read_text())
+
+
+def test_cli_report_flags(tmp_path, capsys):
+    from benchmark.cli import main
+
+    store = store_fixture.build_store(tmp_path / "store")
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "rep"), "--no-figures",
+                 "--test", "wilcoxon-patch", "--correction", "none", "--select-on", "test",
+                 "--bootstrap", "200"]) == 0
+    t1 = (tmp_path / "rep" / "table1.md").read_text()
+    assert "paper's protocol: Wilcoxon" in t1 and "no correction" in t1
+    assert "200 resamples" in (tmp_path / "rep" / "comparisons.md").read_text()
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "r2"), "--profile", "paper"]) == 2
+    assert "--profile 'paper' matches no result" in capsys.readouterr().err
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "r3"), "--bootstrap", "5"]) == 2
