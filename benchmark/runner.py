@@ -82,6 +82,7 @@ class GridConfig:
         force: recompute finished cells.
         skip_missing: run the datasets that are present when some are missing.
         progress: per-cell training bars.
+        split_recipe: labeled-subset recipe, ``"paper"`` or ``"image"`` (see :mod:`benchmark.data.splits`).
     """
 
     methods: list[str]
@@ -97,6 +98,7 @@ class GridConfig:
     force: bool = False
     skip_missing: bool = False
     progress: bool = True
+    split_recipe: str = "paper"
 
 
 # ---------------------------------------------------------------------------------- option handling
@@ -261,6 +263,8 @@ class Runner:
             "seed": cell.seed,
             "profile": self.cfg.profile.name,
             "profile_digest": self.cfg.profile.digest() if cls.deep else None,
+            # only a non-default recipe enters the key: paper cells keep the keys they had before recipes
+            **({"split_recipe": self.cfg.split_recipe} if self.cfg.split_recipe != "paper" else {}),
         }
 
     def cell_dir(self, cell: CellSpec) -> Path:
@@ -272,7 +276,7 @@ class Runner:
         if spec not in self._manifests:
             ds = self._datasets.get(spec) or open_dataset(spec, self.cfg.data_root)
             self._datasets[spec] = ds
-            self._manifests[spec] = manifest_for(ds, spec)
+            self._manifests[spec] = manifest_for(ds, spec, split_recipe=self.cfg.split_recipe)
         return self._manifests[spec]
 
     def plan(self) -> list[tuple[CellSpec, Path, str]]:
@@ -397,6 +401,9 @@ class Runner:
                 "needs": sorted(cls.needs),
                 "supervision": sorted(cls.needs),
                 "approximation": cls.approximation,
+                "approximation_tag": getattr(cls, "approximation_tag", None),
+                "teacher": cls.teacher,
+                "split_recipe": self.cfg.split_recipe,
                 "profile_config": self.cfg.profile.to_dict() if cls.deep else None,
             },
         )
@@ -441,6 +448,8 @@ class Runner:
         patch_table, image_table = evaluate_both_protocols(split, pred_map)
         patch_table.to_csv(path / "metrics_patch.csv", index=False)
         image_table.to_csv(path / "metrics_image.csv", index=False)
+        val_table = self._evaluate_val(method, split)  # for selection (sweeps); never for Table 1
+        val_table.to_csv(path / "metrics_val.csv", index=False)
 
         from benchmark.evaluation import summarize
 
@@ -448,6 +457,8 @@ class Runner:
             "patch": {m: summarize(patch_table, mode=m) for m in ("mean", "aggregated")},
             "image": {m: summarize(image_table, mode=m) for m in ("mean", "aggregated")},
         }
+        if len(val_table):
+            summary["val"] = {m: summarize(val_table, mode=m) for m in ("mean", "aggregated")}
         extra = getattr(method, "fit_info", None)
         store.seal_cell(
             path,
@@ -460,6 +471,7 @@ class Runner:
                 "n_unlabeled": len(split.train.unlabeled),
                 "n_test_patches": len(patches),
                 "n_test_images": len(split.test_images),
+                "n_val_patches": len(val_table),
                 "fit_info": extra if isinstance(extra, dict) else None,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
@@ -467,6 +479,15 @@ class Runner:
         aji = summary["patch"]["mean"].get("aji")
         self.echo(f"  done in {_fmt_secs(time.time() - t0)}: patch AJI {aji:.4f}" if aji is not None
                   else "  done")
+
+
+    def _evaluate_val(self, method: Method, split):
+        """Per-patch metrics of the validation patches (an empty table when the split has none)."""
+        from benchmark.evaluation import evaluate_patches
+
+        val = list(split.train.val)
+        preds = predict_in_chunks(method, [p.image for p in val], progress=self.cfg.progress) if val else []
+        return evaluate_patches(val, preds, protocol="patch")
 
 
 def predict_in_chunks(
