@@ -4,7 +4,7 @@ Every function here either returns data in the suite's canonical form or raises
 :class:`benchmark.data.base.DatasetError` with a message that names the file and says how to fix it;
 no numpy/tifffile traceback reaches the user.
 
-Canonical forms and the conversions applied (documented in the README, "Input rules"):
+Canonical forms and the conversions applied (documented in docs/data-and-splits.md, "Input rules"):
 
 * **Images** -> ``uint8 (H, W, 3)`` RGB.
   - RGBA: the alpha channel is dropped.
