@@ -302,7 +302,7 @@ class Runner:
             return True
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the grid
+        except Exception as exc:  # a failing cell must not stop the grid
             log.exception("cell failed: %s", cell.label())
             store.atomic_write_json(
                 path / store.FAILED,

@@ -82,7 +82,7 @@ def _read_raw(path: Path | str, what: str, data: bytes | None = None) -> np.ndar
             )
     except DatasetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every reader error becomes a DatasetError
+    except Exception as exc:  # every reader error becomes a DatasetError
         raise DatasetError(
             f"{path}: cannot read {what} ({type(exc).__name__}: {exc}). The file is corrupt, truncated "
             f"or not a {suffix.lstrip('.').upper()} file: re-download or re-export it."
@@ -378,7 +378,7 @@ def read_imagej_roi_zip(source: str | Path | bytes, name: str | None = None) -> 
         for member in members:
             try:
                 roi = roifile.ImagejRoi.frombytes(zf.read(member))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise DatasetError(
                     f"{label}: ROI {member!r} cannot be parsed ({type(exc).__name__}: {exc}); "
                     f"re-export the ROI set from ImageJ."
