@@ -360,7 +360,7 @@ class Runner:
             return True
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the grid
+        except Exception as exc:  # a failing cell must not stop the grid
             log.exception("cell failed: %s", cell.label())
             store.atomic_write_json(
                 path / store.FAILED,
@@ -494,10 +494,10 @@ def predict_in_chunks(
     method: Method, images: Sequence[np.ndarray], *, chunk: int = 16, progress: bool = True
 ) -> list[np.ndarray]:
     """``method.predict`` over ``images`` in chunks (with a progress bar), validating the contract."""
-    from tqdm.auto import tqdm
+    from benchmark.progress import progress_bar
 
     out: list[np.ndarray] = []
-    bar = tqdm(total=len(images), desc="predict", unit="patch", disable=not progress, leave=False)
+    bar = progress_bar(len(images), desc="predict", unit="patch", enabled=progress, leave=False)
     for start in range(0, len(images), chunk):
         batch = list(images[start : start + chunk])
         preds = method.predict(batch)
