@@ -109,12 +109,25 @@ def build_report(
     write("report.md", "\n\n".join(sections))
     written += _write_exports(res, comps_all, opts, out, write)
     if figures and res:
-        from benchmark.reports import figures as figs
+        written += _write_figures(res, records, out)
+    return written
 
-        written += figs.aji_distributions(res, out)
-        for option in sorted({k for r in res for k in r.options}):
-            written += figs.sweep_plot(res, option, out)
-        written += figs.qualitative_panel(records, out)
+
+def _write_figures(res: Sequence[Result], records, out: Path) -> list[Path]:
+    """Figures per setting; with several settings each goes to ``out/<profile>-<recipe>/``."""
+    from benchmark.reports import figures as figs
+    settings = _settings(res)
+    methods = {r.method for r in res}
+    written: list[Path] = []
+    for profile, recipe in settings:
+        sub = [r for r in res if r.setting == (profile, recipe)]
+        where = out if len(settings) == 1 else out / f"{profile or 'unknown'}-{recipe}"
+        recs = [r for r in records if str(r.cell.get("profile", "")) == profile
+                and str(r.cell.get("split_recipe") or "paper") == recipe and r.method in methods]
+        written += figs.aji_distributions(sub, where)
+        for option in sorted({k for r in sub for k in r.options}):
+            written += figs.sweep_plot(sub, option, where)
+        written += figs.qualitative_panel(recs, where)
     return written
 
 

@@ -154,3 +154,13 @@ def test_approximation_tag_and_budget_come_from_the_cells(tmp_path):
     assert df.loc["brand-new", "profile_iterations"] == 500
     assert df.loc["brand-new", "stage_iterations"] == "student=250; teacher=500"
     assert df.loc["brand-new", "starts_from_teacher"] == "maskrcnn"
+
+
+def test_figures_of_several_settings_do_not_mix(tmp_path):
+    out = tmp_path / "store"
+    sf.write_cell(out, "maskrcnn", "monuseg", "1/8", 0, sf._table(AJI_A), profile="smoke")
+    sf.write_cell(out, "maskrcnn", "monuseg", "1/8", 0, sf._table(AJI_B), profile="cpu")
+    sf.add_sweep(out)
+    written = {p.relative_to(tmp_path / "rep").as_posix() for p in build_report(out, tmp_path / "rep")}
+    assert {"cpu-paper/aji_distribution_monuseg.png", "smoke-paper/aji_distribution_monuseg.png",
+            "smoke-paper/sweep_alpha.png"} <= written
