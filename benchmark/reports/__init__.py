@@ -11,8 +11,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from benchmark.reports.collect import Result, collect, results_frame
 from benchmark.reports.sweeps import sweep_table
 from benchmark.reports.tables import (
@@ -176,7 +174,6 @@ def _write_exports(res, comps, opts, out: Path, write) -> list[Path]:
                      frame["split_recipe"])) if len(frame) else [])
     for n in names:
         frame[n] = [cols.get(k, {}).get(n) for k in keys]
-    frame = frame if len(frame) else pd.DataFrame(columns=list(frame.columns) + names)
     frame.to_csv(out / "results.csv", index=False)
     write("results.json", json.dumps(frame.to_dict(orient="records"), indent=2, default=str) + "\n")
     return [out / "results.csv"]

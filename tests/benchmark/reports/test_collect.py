@@ -164,3 +164,11 @@ def test_figures_of_several_settings_do_not_mix(tmp_path):
     written = {p.relative_to(tmp_path / "rep").as_posix() for p in build_report(out, tmp_path / "rep")}
     assert {"cpu-paper/aji_distribution_monuseg.png", "smoke-paper/aji_distribution_monuseg.png",
             "smoke-paper/sweep_alpha.png"} <= written
+
+
+def test_empty_store_reports_nothing_without_error(tmp_path):
+    (tmp_path / "store").mkdir()
+    build_report(tmp_path / "store", tmp_path / "rep", figures=False)
+    assert "No results" in (tmp_path / "rep" / "table1.md").read_text()
+    cols = (tmp_path / "rep" / "results.csv").read_text().strip().split(",")
+    assert len(cols) == len(set(cols)) and "aji_ci_low" in cols
