@@ -18,7 +18,6 @@ from benchmark.reports.tables import (
     comparison_columns,
     comparisons,
     comparisons_markdown,
-    render_markdown,
     table1,
     table1_grid,
     table2,
@@ -34,7 +33,7 @@ SWEEPS = {
     "d": "Fig. 4. Band distance d",
 }
 
-__all__ = ["build_report", "filter_results", "table5", "TableOptions", "table1", "table2"]
+__all__ = ["TableOptions", "build_report", "filter_results", "table1", "table2", "table5"]
 
 
 def filter_results(res: list[Result], *, profile: str | None = None, split: str | None = None,

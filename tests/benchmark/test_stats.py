@@ -264,7 +264,7 @@ def test_compare_to_reference():
 
 
 # ------------------------------------------------------------------------------ image-level inference
-from benchmark.stats import (  # noqa: E402
+from benchmark.stats import (
     compare_images,
     direction_marker,
     image_bootstrap,

@@ -342,7 +342,7 @@ def test_committed_synthetic_manifest():
 
 
 # ------------------------------------------------------------------------------------------ recipes
-from benchmark.data.splits import overlap_stats, relabel  # noqa: E402
+from benchmark.data.splits import overlap_stats, relabel
 
 
 def test_paper_recipe_overlap_counts_on_committed_monuseg():
