@@ -23,6 +23,8 @@ from benchmark.data.splits import (
     make_manifest,
     manifest_path,
     normalize_ratio,
+    overlap_stats,
+    relabel,
     save_manifest,
     split_counts,
     verify_manifest,
@@ -342,7 +344,6 @@ def test_committed_synthetic_manifest():
 
 
 # ------------------------------------------------------------------------------------------ recipes
-from benchmark.data.splits import overlap_stats, relabel
 
 
 def test_paper_recipe_overlap_counts_on_committed_monuseg():
