@@ -401,8 +401,7 @@ class Runner:
                 "needs": sorted(cls.needs),
                 "supervision": sorted(cls.needs),
                 "approximation": cls.approximation,
-                "approximation_tag": getattr(cls, "approximation_tag", None),
-                "teacher": cls.teacher,
+                "approximation_tag": getattr(cls, "approximation_tag", None), "teacher": cls.teacher,
                 "split_recipe": self.cfg.split_recipe,
                 "profile_config": self.cfg.profile.to_dict() if cls.deep else None,
             },
@@ -448,8 +447,7 @@ class Runner:
         patch_table, image_table = evaluate_both_protocols(split, pred_map)
         patch_table.to_csv(path / "metrics_patch.csv", index=False)
         image_table.to_csv(path / "metrics_image.csv", index=False)
-        val_table = self._evaluate_val(method, split)  # for selection (sweeps); never for Table 1
-        val_table.to_csv(path / "metrics_val.csv", index=False)
+        val_table = self._evaluate_val(method, split, path)  # for selection (sweeps); never for Table 1
 
         from benchmark.evaluation import summarize
 
@@ -457,8 +455,6 @@ class Runner:
             "patch": {m: summarize(patch_table, mode=m) for m in ("mean", "aggregated")},
             "image": {m: summarize(image_table, mode=m) for m in ("mean", "aggregated")},
         }
-        if len(val_table):
-            summary["val"] = {m: summarize(val_table, mode=m) for m in ("mean", "aggregated")}
         extra = getattr(method, "fit_info", None)
         store.seal_cell(
             path,
@@ -480,14 +476,16 @@ class Runner:
         self.echo(f"  done in {_fmt_secs(time.time() - t0)}: patch AJI {aji:.4f}" if aji is not None
                   else "  done")
 
-
-    def _evaluate_val(self, method: Method, split):
-        """Per-patch metrics of the validation patches (an empty table when the split has none)."""
+    def _evaluate_val(self, method: Method, split, path: Path):
+        """Per-patch metrics of the validation patches, written to ``metrics_val.csv`` (empty table
+        when the split has none)."""
         from benchmark.evaluation import evaluate_patches
 
         val = list(split.train.val)
         preds = predict_in_chunks(method, [p.image for p in val], progress=self.cfg.progress) if val else []
-        return evaluate_patches(val, preds, protocol="patch")
+        table = evaluate_patches(val, preds, protocol="patch")
+        table.to_csv(path / "metrics_val.csv", index=False)
+        return table
 
 
 def predict_in_chunks(

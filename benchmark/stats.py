@@ -452,7 +452,7 @@ def compare_images(a: Any, b: Any, units: Sequence[str], test: str = "permutatio
 def direction_marker(delta: float, p: float) -> str:
     """Direction-aware markers (see :data:`MARKERS`): † / ‡ when the method is significantly *worse*
     than the reference (the paper's meaning), ⇑ / ↑ when it is significantly *better*."""
-    if p is None or delta is None or not (p == p) or not (delta == delta) or delta == 0 or p >= 0.05:
+    if p is None or delta is None or math.isnan(p) or math.isnan(delta) or delta == 0 or p >= 0.05:
         return ""
     if delta < 0:
         return "†" if p < 0.001 else "‡"

@@ -383,116 +383,6 @@ def _check_labeled_recipe(manifest: Mapping[str, Any], train: Sequence[str], lab
                                 f"labeled only in part")
 
 
-# ---------------------------------------------------------------------------------------------- io
-def save_manifest(manifest: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``manifest`` as JSON (atomically) to ``path``; returns the path."""
-    check_manifest(manifest)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a committed file should be world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and structurally check a manifest file.
-
-    Raises:
-        ManifestError: unreadable JSON or an inconsistent manifest (names the file).
-    """
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: split manifest not found. Create it with `python -m benchmark splits make`.") from None
-    except (OSError, ValueError) as exc:
-        raise ManifestError(
-            f"{path}: not a readable JSON manifest ({exc}). Restore it from git or regenerate it with "
-            f"`python -m benchmark splits make --force`."
-        ) from exc
-    try:
-        check_manifest(manifest)
-    except ManifestError as exc:
-        raise ManifestError(f"{path}: {exc}") from None
-    return manifest
-
-
-def check_manifest(manifest: Mapping[str, Any]) -> None:
-    """Structural checks that need no data: parts disjoint, labeled ⊂ train, nested ratios, ids valid.
-
-    Raises:
-        ManifestError: the first problem found.
-    """
-    try:
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise ManifestError(f"unknown manifest format {manifest.get('format')!r} (expected {MANIFEST_FORMAT!r})")
-        params = PatchParams(**manifest["patch"])
-        images = {im["name"]: im for im in manifest["images"]}
-        if len(images) != len(manifest["images"]):
-            raise ManifestError("duplicate image names")
-        parts = {p: list(manifest["patches"][p]) for p in PARTS}
-        labeled = {r: list(v) for r, v in manifest["labeled"].items()}
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ManifestError(f"malformed manifest (missing or wrong field: {exc})") from None
-    seen: dict[str, str] = {}
-    for part, ids in parts.items():
-        for pid in ids:
-            if pid in seen:
-                raise ManifestError(f"patch {pid!r} is in both {seen[pid]!r} and {part!r}")
-            seen[pid] = part
-    expected: dict[str, str] = {}
-    for im in images.values():
-        if im.get("part") not in PARTS:
-            raise ManifestError(f"image {im['name']!r} has invalid part {im.get('part')!r}")
-        if im["part"] in ("val", "test") and not im.get("annotated"):
-            raise ManifestError(f"unannotated image {im['name']!r} cannot be in {im['part']!r}")
-        for pos in patch_positions((im["height"], im["width"]), params):
-            expected[patch_id(im["name"], pos)] = im["part"]
-    if expected != seen:
-        diff = sorted(set(expected.items()) ^ set(seen.items()))[:3]
-        raise ManifestError(f"patch lists do not match the images' parts and sizes (e.g. {diff})")
-    train = set(parts["train"])
-    prev: set[str] = set()
-    for r in sorted(labeled, key=Fraction):
-        ids = set(labeled[r])
-        if len(ids) != len(labeled[r]):
-            raise ManifestError(f"ratio {r}: duplicate labeled patch ids")
-        if not ids <= train:
-            raise ManifestError(f"ratio {r}: labeled patches outside train, e.g. {sorted(ids - train)[:2]}")
-        bad = [pid for pid in ids if not images[parse_patch_id(pid)[0]].get("annotated")]
-        if bad:
-            raise ManifestError(f"ratio {r}: labeled patches from unannotated images, e.g. {bad[:2]}")
-        if not prev <= ids:
-            raise ManifestError(f"ratio {r}: labeled sets are not nested (smaller ratio not included)")
-        prev = ids
-    _check_labeled_recipe(manifest, parts["train"], labeled)
-
-
-def _check_labeled_recipe(manifest: Mapping[str, Any], train: Sequence[str], labeled: Mapping[str, list]) -> None:
-    recipe = labeled_recipe_of(manifest)
-    if recipe not in LABELED_RECIPES or "labeled_recipe" in manifest and recipe == "paper":
-        raise ManifestError(f"labeled_recipe {manifest.get('labeled_recipe')!r}: only 'image' is recorded "
-                            f"(a paper manifest has no labeled_recipe field)")
-    if recipe != "image":
-        return
-    for r, ids in labeled.items():
-        whole = {parse_patch_id(pid)[0] for pid in ids}
-        partial = sorted({parse_patch_id(pid)[0] for pid in train if parse_patch_id(pid)[0] in whole}
-                         - {parse_patch_id(pid)[0] for pid in train if pid in set(ids)})
-        n_whole = sum(1 for pid in train if parse_patch_id(pid)[0] in whole)
-        if n_whole != len(ids) or partial:
-            raise ManifestError(f"ratio {r}: the image recipe labels whole images, but some images are "
-                                f"labeled only in part")
-
-
 # ---------------------------------------------------------------------------------------------- verify
 def verify_manifest(manifest: Mapping[str, Any], dataset: Dataset, *, labels: str = "warn") -> None:
     """Check that the files on disk are the ones the manifest was made from.
@@ -648,8 +538,8 @@ def format_counts(manifest: Mapping[str, Any], fmt: str = "md") -> str:
         f"{r0.get('images_test')}, patches {manifest['patch']['size']} px stride {manifest['patch']['stride']}\n\n"
     )
     lines = [
-        "| Dataset | Ratio | Labeled | Unlabeled | Validation | Testing | Labeled images | Labeled area % "
-        "| Unlabeled overlapping labeled | Unlabeled inside labeled |",
+        ("| Dataset | Ratio | Labeled | Unlabeled | Validation | Testing | Labeled images | Labeled area % "
+         "| Unlabeled overlapping labeled | Unlabeled inside labeled |"),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

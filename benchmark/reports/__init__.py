@@ -11,8 +11,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from benchmark.reports.collect import Result, collect, results_frame
 from benchmark.reports.sweeps import sweep_table
 from benchmark.reports.tables import (
@@ -20,7 +18,6 @@ from benchmark.reports.tables import (
     comparison_columns,
     comparisons,
     comparisons_markdown,
-    render_markdown,
     table1,
     table1_grid,
     table2,
@@ -36,7 +33,7 @@ SWEEPS = {
     "d": "Fig. 4. Band distance d",
 }
 
-__all__ = ["build_report", "filter_results", "table5", "TableOptions", "table1", "table2"]
+__all__ = ["TableOptions", "build_report", "filter_results", "table1", "table2", "table5"]
 
 
 def filter_results(res: list[Result], *, profile: str | None = None, split: str | None = None,
@@ -115,12 +112,25 @@ def build_report(
     write("report.md", "\n\n".join(sections))
     written += _write_exports(res, comps_all, opts, out, write)
     if figures and res:
-        from benchmark.reports import figures as figs
+        written += _write_figures(res, records, out)
+    return written
 
-        written += figs.aji_distributions(res, out)
-        for option in sorted({k for r in res for k in r.options}):
-            written += figs.sweep_plot(res, option, out)
-        written += figs.qualitative_panel(records, out)
+
+def _write_figures(res: Sequence[Result], records, out: Path) -> list[Path]:
+    """Figures per setting; with several settings each goes to ``out/<profile>-<recipe>/``."""
+    from benchmark.reports import figures as figs
+    settings = _settings(res)
+    methods = {r.method for r in res}
+    written: list[Path] = []
+    for profile, recipe in settings:
+        sub = [r for r in res if r.setting == (profile, recipe)]
+        where = out if len(settings) == 1 else out / f"{profile or 'unknown'}-{recipe}"
+        recs = [r for r in records if str(r.cell.get("profile", "")) == profile
+                and str(r.cell.get("split_recipe") or "paper") == recipe and r.method in methods]
+        written += figs.aji_distributions(sub, where)
+        for option in sorted({k for r in sub for k in r.options}):
+            written += figs.sweep_plot(sub, option, where)
+        written += figs.qualitative_panel(recs, where)
     return written
 
 
@@ -169,7 +179,6 @@ def _write_exports(res, comps, opts, out: Path, write) -> list[Path]:
                      frame["split_recipe"])) if len(frame) else [])
     for n in names:
         frame[n] = [cols.get(k, {}).get(n) for k in keys]
-    frame = frame if len(frame) else pd.DataFrame(columns=list(frame.columns) + names)
     frame.to_csv(out / "results.csv", index=False)
     write("results.json", json.dumps(frame.to_dict(orient="records"), indent=2, default=str) + "\n")
     return [out / "results.csv"]

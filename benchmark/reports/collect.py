@@ -10,6 +10,7 @@ every seed is kept (``per_unit``) for the image-level paired tests.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -130,7 +131,7 @@ def group_cells(records: Iterable[CellRecord], methods: Sequence[str] | None = N
         groups.setdefault(result_key(rec.cell), []).append(rec)
     for recs in groups.values():
         recs.sort(key=lambda r: r.seed)
-        for a, b in zip(recs, recs[1:]):
+        for a, b in itertools.pairwise(recs):
             if a.seed == b.seed:
                 raise ValueError(
                     f"two cells with the same key have seed {a.seed}: {a.path} and {b.path}. A store must "

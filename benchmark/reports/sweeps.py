@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from benchmark.reports.collect import METRICS, Result, method_sort_key
-from benchmark.reports.tables import METRIC_NAMES, MISSING, _datasets_of, _fmt, _setting_text
+from benchmark.reports.tables import (
+    METRIC_NAMES,
+    MISSING,
+    _datasets_of,
+    _fmt,
+    _setting_text,
+)
 
 SELECTED = "✓"
 

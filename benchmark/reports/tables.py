@@ -414,8 +414,8 @@ def comparisons_markdown(results: Sequence[Result], opts: TableOptions, comps: S
     )
     if not comps:
         return head + "_No comparisons: no block has a reference and another finished method._\n"
-    lines = [f"| Ratio | Dataset | Method | Reference | ΔAJI | 95 % CI | p (raw) | p ({corr}) | Marker "
-             f"| Images | Seeds | Note |", "|---|---|---|---|---:|---|---:|---:|---|---:|---:|---|"]
+    lines = [(f"| Ratio | Dataset | Method | Reference | ΔAJI | 95 % CI | p (raw) | p ({corr}) | Marker "
+              f"| Images | Seeds | Note |"), "|---|---|---|---|---:|---|---:|---:|---|---:|---:|---|"]
     for c in comps:
         res = c.result
         lines.append(

@@ -189,7 +189,7 @@ def test_cells_are_evaluated_on_val_too_and_recipe_enters_key_only_when_not_pape
     assert len(val) == 54 and set(val.image_id.str.rpartition("@")[0]).isdisjoint(
         set(pd.read_csv(paper_dir / "metrics_patch.csv").image_id.str.rpartition("@")[0]))
     done = json.loads((paper_dir / "done.json").read_text())
-    assert done["n_val_patches"] == 54 and "val" in done["summary"]
+    assert done["n_val_patches"] == 54
     cell = json.loads((paper_dir / "cell.json").read_text())
     assert cell["split_recipe"] == "paper"
     key = Runner(cfg).cell_key(__import__("benchmark.runner", fromlist=["CellSpec"]).CellSpec(

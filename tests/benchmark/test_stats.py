@@ -14,9 +14,15 @@ from benchmark.stats import (
     PairedTestResult,
     adjust_pvalues,
     bootstrap_ci,
+    compare_images,
     compare_to_reference,
+    direction_marker,
+    image_bootstrap,
+    image_permutation_test,
+    image_sums,
     paired_test,
     significance_marker,
+    unit_image,
 )
 
 # per-image AJI of two methods on 12 images (no ties among |A - B|, so scipy's p is exact and fast)
@@ -264,14 +270,6 @@ def test_compare_to_reference():
 
 
 # ------------------------------------------------------------------------------ image-level inference
-from benchmark.stats import (  # noqa: E402
-    compare_images,
-    direction_marker,
-    image_bootstrap,
-    image_permutation_test,
-    image_sums,
-    unit_image,
-)
 
 
 def test_unit_image_and_image_sums_hand_case():

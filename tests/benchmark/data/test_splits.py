@@ -23,6 +23,8 @@ from benchmark.data.splits import (
     make_manifest,
     manifest_path,
     normalize_ratio,
+    overlap_stats,
+    relabel,
     save_manifest,
     split_counts,
     verify_manifest,
@@ -353,7 +355,6 @@ def test_too_few_images_message_says_how_many_are_needed():
 
 
 # ------------------------------------------------------------------------------------------ recipes
-from benchmark.data.splits import overlap_stats, relabel  # noqa: E402
 
 
 def test_paper_recipe_overlap_counts_on_committed_monuseg():

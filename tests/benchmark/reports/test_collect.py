@@ -154,3 +154,21 @@ def test_approximation_tag_and_budget_come_from_the_cells(tmp_path):
     assert df.loc["brand-new", "profile_iterations"] == 500
     assert df.loc["brand-new", "stage_iterations"] == "student=250; teacher=500"
     assert df.loc["brand-new", "starts_from_teacher"] == "maskrcnn"
+
+
+def test_figures_of_several_settings_do_not_mix(tmp_path):
+    out = tmp_path / "store"
+    sf.write_cell(out, "maskrcnn", "monuseg", "1/8", 0, sf._table(AJI_A), profile="smoke")
+    sf.write_cell(out, "maskrcnn", "monuseg", "1/8", 0, sf._table(AJI_B), profile="cpu")
+    sf.add_sweep(out)
+    written = {p.relative_to(tmp_path / "rep").as_posix() for p in build_report(out, tmp_path / "rep")}
+    assert {"cpu-paper/aji_distribution_monuseg.png", "smoke-paper/aji_distribution_monuseg.png",
+            "smoke-paper/sweep_alpha.png"} <= written
+
+
+def test_empty_store_reports_nothing_without_error(tmp_path):
+    (tmp_path / "store").mkdir()
+    build_report(tmp_path / "store", tmp_path / "rep", figures=False)
+    assert "No results" in (tmp_path / "rep" / "table1.md").read_text()
+    cols = (tmp_path / "rep" / "results.csv").read_text().strip().split(",")
+    assert len(cols) == len(set(cols)) and "aji_ci_low" in cols
