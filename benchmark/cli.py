@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--report", action="store_true", help="build the report after the grid")
     pr.add_argument("--report-dir", type=Path, default=None,
                     help="where --report writes (default: <out>/reports, beside the store); implies --report")
+    pr.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
+                    help="labeled subset: paper (default; patches drawn from all training images, as the "
+                         "paper's Table 5) or image (whole training images labeled, no overlap leakage)")
 
     # report ----------------------------------------------------------------------------
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
@@ -93,9 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mean: per-image mean (default); aggregated: Σ intersections / Σ unions")
     pp.add_argument("--reference", default=None,
                     help="reference method of the paired tests (default: bass if present, else the best)")
-    pp.add_argument("--test", choices=["wilcoxon", "ttest"], default="wilcoxon", help="paired test on AJI")
-    pp.add_argument("--correction", choices=["none", "holm", "bh"], default="none",
-                    help="multiple-comparison correction across the table")
+    pp.add_argument("--test", choices=["permutation", "wilcoxon-patch"], default="permutation",
+                    help="paired test on AJI: permutation (default; image-level sign flips, the test image "
+                         "as the unit) or wilcoxon-patch (the paper's per-patch signed-rank test)")
+    pp.add_argument("--correction", choices=["none", "holm", "bh"], default="holm",
+                    help="multiple-comparison correction over the comparisons of each dataset and ratio "
+                         "(default: holm)")
+    pp.add_argument("--select-on", choices=["val", "test"], default="val",
+                    help="split whose AJI selects a sweep's value (default: val; test prints a warning)")
+    pp.add_argument("--bootstrap", type=int, default=10000, metavar="N",
+                    help="paired-bootstrap resamples of the ΔAJI intervals (default: 10000; seed fixed)")
+    pp.add_argument("--profile", default=None, help="only the cells of this training profile")
+    pp.add_argument("--split", default=None, metavar="HASH", help="only the cells of this split hash (prefix)")
+    pp.add_argument("--split-recipe", default=None, choices=["paper", "image"],
+                    help="only the cells of this labeled-subset recipe")
     pp.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     pp.add_argument("--no-figures", action="store_true", help="tables only")
 
@@ -129,10 +143,14 @@ def _add_splits_parser(sub) -> None:
     psm.add_argument("--seed", type=int, default=0)
     psm.add_argument("--out", type=Path, default=None, help="output file (default: splits/<dataset>.json)")
     psm.add_argument("--force", action="store_true", help="overwrite an existing manifest")
+    psm.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
+                     help="labeled-subset recipe (default: paper); image writes splits/<dataset>.image.json")
     pss = ssub.add_parser("show", help="print the Table 5 counts of a manifest")
     pss.add_argument("--dataset", required=True)
     pss.add_argument("--data-root", type=Path, default=None)
     pss.add_argument("--format", choices=["md", "json"], default="md")
+    pss.add_argument("--split-recipe", default=None, choices=["paper", "image"],
+                     help="labeled-subset recipe (default: both)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,6 +275,7 @@ def cmd_run(args) -> int:
         force=args.force,
         skip_missing=args.skip_missing,
         progress=not args.quiet,
+        split_recipe=args.split_recipe,
     )
     runner = Runner(cfg)
     try:
@@ -285,17 +304,27 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from benchmark.reports import build_report
+    from benchmark.reports import TableOptions, build_report
 
-    written = build_report(
-        results=args.results,
-        out=args.out,
+    if args.bootstrap < 100:
+        raise ValueError(f"--bootstrap {args.bootstrap}: use at least 100 resamples (default 10000)")
+    opts = TableOptions(
         protocol=args.protocol,
         aggregation=args.aggregation,
         reference=args.reference,
         test=args.test,
         correction=None if args.correction == "none" else args.correction,
+        select_on=args.select_on,
+        n_boot=args.bootstrap,
+    )
+    written = build_report(
+        results=args.results,
+        out=args.out,
+        opts=opts,
         methods=_split_csv(args.methods) if args.methods else None,
+        profile=args.profile,
+        split=args.split,
+        split_recipe=args.split_recipe,
         figures=not args.no_figures,
         skip_damaged=args.skip_damaged,
     )
@@ -323,16 +352,16 @@ def cmd_verify(args) -> int:
 
 
 def cmd_splits(args) -> int:
-    from benchmark.data import SPLITS_DIR, dataset_key, manifest_for, open_dataset
+    from benchmark.data import manifest_for, manifest_path, open_dataset
     from benchmark.data import splits as sp
 
     ds = open_dataset(args.dataset, args.data_root)
     if args.splits_command == "make":
-        out = args.out or SPLITS_DIR / f"{dataset_key(args.dataset)}.json"
+        out = args.out or manifest_path(args.dataset, args.split_recipe)
         if out.exists() and not args.force:
             raise ValueError(f"{out} exists; pass --force to overwrite it (committed manifests are the "
                              f"published splits: change them only on purpose)")
-        kwargs = {"seed": args.seed}
+        kwargs = {"seed": args.seed, "labeled_recipe": args.split_recipe}
         if args.recipe:
             kwargs["recipe"] = args.recipe
         manifest = sp.make_manifest(ds, **kwargs)
@@ -340,8 +369,13 @@ def cmd_splits(args) -> int:
         print(f"wrote {out}")
         print(sp.format_counts(manifest, fmt="md"))
         return EXIT_OK
-    manifest = manifest_for(ds, args.dataset, verify=False)
-    print(sp.format_counts(manifest, fmt=args.format))
+    recipes = [args.split_recipe] if args.split_recipe else list(sp.LABELED_RECIPES)
+    texts = [sp.format_counts(manifest_for(ds, args.dataset, verify=False, split_recipe=r), fmt=args.format)
+             for r in recipes]
+    if args.format == "json":
+        print(json.dumps([row for t in texts for row in json.loads(t)], indent=1))
+    else:
+        print("\n".join(texts))
     return EXIT_OK
 
 

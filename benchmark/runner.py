@@ -82,6 +82,7 @@ class GridConfig:
         force: recompute finished cells.
         skip_missing: run the datasets that are present when some are missing.
         progress: per-cell training bars.
+        split_recipe: labeled-subset recipe, ``"paper"`` or ``"image"`` (see :mod:`benchmark.data.splits`).
     """
 
     methods: list[str]
@@ -97,6 +98,7 @@ class GridConfig:
     force: bool = False
     skip_missing: bool = False
     progress: bool = True
+    split_recipe: str = "paper"
 
 
 # ---------------------------------------------------------------------------------- option handling
@@ -261,6 +263,8 @@ class Runner:
             "seed": cell.seed,
             "profile": self.cfg.profile.name,
             "profile_digest": self.cfg.profile.digest() if cls.deep else None,
+            # only a non-default recipe enters the key: paper cells keep the keys they had before recipes
+            **({"split_recipe": self.cfg.split_recipe} if self.cfg.split_recipe != "paper" else {}),
         }
 
     def cell_dir(self, cell: CellSpec) -> Path:
@@ -272,7 +276,7 @@ class Runner:
         if spec not in self._manifests:
             ds = self._datasets.get(spec) or open_dataset(spec, self.cfg.data_root)
             self._datasets[spec] = ds
-            self._manifests[spec] = manifest_for(ds, spec)
+            self._manifests[spec] = manifest_for(ds, spec, split_recipe=self.cfg.split_recipe)
         return self._manifests[spec]
 
     def plan(self) -> list[tuple[CellSpec, Path, str]]:
@@ -356,7 +360,7 @@ class Runner:
             return True
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the grid
+        except Exception as exc:  # a failing cell must not stop the grid
             log.exception("cell failed: %s", cell.label())
             store.atomic_write_json(
                 path / store.FAILED,
@@ -409,6 +413,8 @@ class Runner:
                 "needs": sorted(cls.needs),
                 "supervision": sorted(cls.needs),
                 "approximation": cls.approximation,
+                "approximation_tag": getattr(cls, "approximation_tag", None), "teacher": cls.teacher,
+                "split_recipe": self.cfg.split_recipe,
                 "profile_config": self.cfg.profile.to_dict() if cls.deep else None,
             },
         )
@@ -445,6 +451,7 @@ class Runner:
         patch_table, image_table = evaluate_both_protocols(split, pred_map)
         patch_table.to_csv(path / "metrics_patch.csv", index=False)
         image_table.to_csv(path / "metrics_image.csv", index=False)
+        val_table = self._evaluate_val(method, split, path)  # for selection (sweeps); never for Table 1
 
         from benchmark.evaluation import summarize
 
@@ -464,6 +471,7 @@ class Runner:
                 "n_unlabeled": len(split.train.unlabeled),
                 "n_test_patches": len(patches),
                 "n_test_images": len(split.test_images),
+                "n_val_patches": len(val_table),
                 "fit_info": extra if isinstance(extra, dict) else None,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
@@ -472,15 +480,26 @@ class Runner:
         self.echo(f"  done in {_fmt_secs(time.time() - t0)}: patch AJI {aji:.4f}" if aji is not None
                   else "  done")
 
+    def _evaluate_val(self, method: Method, split, path: Path):
+        """Per-patch metrics of the validation patches, written to ``metrics_val.csv`` (empty table
+        when the split has none)."""
+        from benchmark.evaluation import evaluate_patches
+
+        val = list(split.train.val)
+        preds = predict_in_chunks(method, [p.image for p in val], progress=self.cfg.progress) if val else []
+        table = evaluate_patches(val, preds, protocol="patch")
+        table.to_csv(path / "metrics_val.csv", index=False)
+        return table
+
 
 def predict_in_chunks(
     method: Method, images: Sequence[np.ndarray], *, chunk: int = 16, progress: bool = True
 ) -> list[np.ndarray]:
     """``method.predict`` over ``images`` in chunks (with a progress bar), validating the contract."""
-    from tqdm.auto import tqdm
+    from benchmark.progress import progress_bar
 
     out: list[np.ndarray] = []
-    bar = tqdm(total=len(images), desc="predict", unit="patch", disable=not progress, leave=False)
+    bar = progress_bar(len(images), desc="predict", unit="patch", enabled=progress, leave=False)
     for start in range(0, len(images), chunk):
         batch = list(images[start : start + chunk])
         preds = method.predict(batch)

@@ -4,7 +4,7 @@ Every function here either returns data in the suite's canonical form or raises
 :class:`benchmark.data.base.DatasetError` with a message that names the file and says how to fix it;
 no numpy/tifffile traceback reaches the user.
 
-Canonical forms and the conversions applied (documented in the README, "Input rules"):
+Canonical forms and the conversions applied (documented in docs/data-and-splits.md, "Input rules"):
 
 * **Images** -> ``uint8 (H, W, 3)`` RGB.
   - RGBA: the alpha channel is dropped.
@@ -84,7 +84,7 @@ def _read_raw(path: Path | str, what: str, data: bytes | None = None) -> np.ndar
             )
     except DatasetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every reader error becomes a DatasetError
+    except Exception as exc:  # every reader error becomes a DatasetError
         raise DatasetError(
             f"{path}: cannot read {what} ({type(exc).__name__}: {exc}). The file is corrupt, truncated "
             f"or not a {suffix.lstrip('.').upper()} file: re-download or re-export it."
@@ -425,7 +425,7 @@ def read_imagej_roi_zip(source: str | Path | bytes, name: str | None = None) -> 
         for member in members:
             try:
                 roi = roifile.ImagejRoi.frombytes(zf.read(member))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise DatasetError(
                     f"{label}: ROI {member!r} cannot be parsed ({type(exc).__name__}: {exc}); "
                     f"re-export the ROI set from ImageJ."

@@ -15,7 +15,8 @@ iterations and takes care of:
 - **checkpoints** every ``checkpoint_every`` iterations and at the end (atomic, ``weights_only``-
   loadable, with optimizer, scaler, RNG and hook state): calling :func:`train` again with the same
   ``workdir`` and ``stage`` resumes and gives, on CPU, bit-identical weights to an uninterrupted run;
-- a tqdm progress bar (iteration, losses, lr, it/s, ETA), silent with ``progress=False``.
+- progress (iteration, losses, lr, it/s, ETA): a tqdm bar on a TTY, a line per 10 % or 60 s in a log
+  (``benchmark.progress``); silent with ``progress=False``.
 
 Extension: pass ``hook=`` an object (or a plain callable used as ``extra_losses``) with any of
 
@@ -202,7 +203,7 @@ def train(
         workdir: folder for the checkpoint (created if missing).
         hook: optional extension object (see the module doc) or a callable ``(StepContext) -> dict``.
         augment: augmentation applied per sample (``None`` = off).
-        progress: show a tqdm bar.
+        progress: show progress (``benchmark.progress``).
         stage: checkpoint name prefix, so one workdir can hold several stages (teacher, student).
         iterations: schedule length (default ``profile.iterations``).
         stop_after: return after this many total iterations *without* writing a checkpoint, as if
@@ -304,9 +305,9 @@ def train(
     after_fn = _hook_call(hook, "after_step")
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from benchmark.progress import progress_bar
 
-        bar = tqdm(total=total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
+        bar = progress_bar(total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
     finished = start >= total
     try:
         for it in range(start, total):
@@ -346,13 +347,13 @@ def train(
             history.append({**values, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm})
             done = it + 1
             if bar is not None:
-                bar.update(1)
                 bar.set_postfix_str(
                     f"loss={history[-1]['loss']:.3f} "
                     + " ".join(f"{k.replace('loss_', '')}={v:.3f}" for k, v in values.items())
                     + f" lr={lr:.2g}",
                     refresh=False,
                 )
+                bar.update(1)  # after the postfix, so that a log line shows this iteration's losses
             if stop_after is not None and done >= stop_after and done < total:
                 break
             if done % max(1, int(profile.checkpoint_every)) == 0 or done == total:
