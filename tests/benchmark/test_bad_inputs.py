@@ -58,7 +58,8 @@ def aperio_xml(regions: list[list[tuple[float, float]]], doctype: str = "") -> s
         + "</Vertices></Region>"
         for k, verts in enumerate(regions, start=1)
     )
-    return f'<?xml version="1.0"?>{doctype}<Annotations><Annotation><Regions>{body}</Regions></Annotation></Annotations>'
+    regions_xml = f"<Annotation><Regions>{body}</Regions></Annotation>"
+    return f'<?xml version="1.0"?>{doctype}<Annotations>{regions_xml}</Annotations>'
 
 
 def monuseg_test(data_root: Path, n: int = 4) -> Path:
