@@ -113,11 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     pp.add_argument("--no-figures", action="store_true", help="tables only")
 
-    # verify ----------------------------------------------------------------------------
+    _add_verify_parser(sub)
+    _add_splits_parser(sub)
+
+    # check-method ----------------------------------------------------------------------
+    pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
+    pc.add_argument("method")
+    pc.add_argument("--device", default="cpu")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
+    pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                    help="method option, e.g. --set alpha=0.3")
+    return p
+
+
+def _add_verify_parser(sub) -> None:
     pv = sub.add_parser("verify", help="check every done cell of a result store against its checksums")
     pv.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
 
-    # splits ----------------------------------------------------------------------------
+
+def _add_splits_parser(sub) -> None:
     ps = sub.add_parser("splits", help="make or show split manifests")
     ssub = ps.add_subparsers(dest="splits_command", metavar="ACTION")
     ssub.required = True
@@ -136,16 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     pss.add_argument("--format", choices=["md", "json"], default="md")
     pss.add_argument("--split-recipe", default=None, choices=["paper", "image"],
                      help="labeled-subset recipe (default: both)")
-
-    # check-method ----------------------------------------------------------------------
-    pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
-    pc.add_argument("method")
-    pc.add_argument("--device", default="cpu")
-    pc.add_argument("--seed", type=int, default=0)
-    pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
-    pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                    help="method option, e.g. --set alpha=0.3")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a file the suite had to read or write; name it instead of a traceback
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; re-run the same command to resume.", file=sys.stderr)

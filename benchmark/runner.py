@@ -376,6 +376,18 @@ class Runner:
             root.removeHandler(handler)
             handler.close()
 
+    def _teacher_dir(self, teacher: str, cell: CellSpec) -> Path:
+        """The teacher's cell directory, after training it if it is not done (or damaged)."""
+        tcell = CellSpec(teacher, cell.dataset, cell.ratio, cell.seed, ())
+        tdir = self.cell_dir(tcell)
+        if self.cell_state(tdir) != "done":
+            if tdir in self._damage:
+                self._announce_damage(tdir)
+            self.echo(f"  training teacher {teacher!r} first")
+            if not self.run_cell(tcell, tdir):
+                raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
+        return tdir
+
     def _split(self, cell: CellSpec, needs: frozenset[str]):
         from benchmark.data.splits import build_split
 
@@ -412,15 +424,7 @@ class Runner:
 
         split = self._split(cell, frozenset(cls.needs))
         if cls.teacher:
-            tcell = CellSpec(cls.teacher, cell.dataset, cell.ratio, cell.seed, ())
-            tdir = self.cell_dir(tcell)
-            if self.cell_state(tdir) != "done":
-                if tdir in self._damage:
-                    self._announce_damage(tdir)
-                self.echo(f"  training teacher {cls.teacher!r} first")
-                if not self.run_cell(tcell, tdir):
-                    raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
-            method.teacher_workdir = tdir / "work"
+            method.teacher_workdir = self._teacher_dir(cls.teacher, cell) / "work"
         workdir = path / "work"
         workdir.mkdir(exist_ok=True)
         log.info("fit %s on %d labeled / %d unlabeled patches", cell.label(),

@@ -126,6 +126,14 @@ def image_counts(recipe: str, n: int) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
+def _dataset_counts(dataset: Dataset, recipe: str, n: int) -> tuple[int, int, int]:
+    """:func:`image_counts`, with the dataset and its folder named in the error."""
+    try:
+        return image_counts(recipe, n)
+    except ManifestError as exc:
+        raise ManifestError(f"dataset {dataset.name!r} at {dataset.root}: {exc}") from None
+
+
 def _rank(seed: int, kind: str, keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=lambda k: (hashlib.sha256(f"{seed}:{kind}:{k}".encode()).hexdigest(), k))
 
@@ -183,10 +191,7 @@ def make_manifest(
         if not callable(label_fp) and rec.label is not None:
             info[name]["label_sha256"] = hashlib.sha256(np.ascontiguousarray(rec.label, np.int32).tobytes()).hexdigest()
     annotated = [n for n in names if info[n]["annotated"]]
-    try:
-        n_train, n_val, n_test = image_counts(recipe, len(annotated))
-    except ManifestError as exc:
-        raise ManifestError(f"dataset {dataset.name!r} at {dataset.root}: {exc}") from None
+    n_train, n_val, n_test = _dataset_counts(dataset, recipe, len(annotated))
     ranked = _rank(seed, "image", annotated)
     part_of = {n: "train" for n in names}  # unannotated -> train
     for n in ranked[n_train : n_train + n_val]:

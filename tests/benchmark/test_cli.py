@@ -10,7 +10,7 @@ from benchmark.cli import EXIT_OK, EXIT_USAGE, build_parser, main
 
 
 @pytest.mark.parametrize("cmd", [[], ["list"], ["run"], ["report"], ["splits"], ["splits", "make"],
-                                 ["splits", "show"], ["check-method"]])
+                                 ["splits", "show"], ["check-method"], ["verify"]])
 def test_every_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main(cmd + ["--help"])
