@@ -82,6 +82,8 @@ class GridConfig:
         force: recompute finished cells.
         skip_missing: run the datasets that are present when some are missing.
         progress: per-cell training bars.
+        lock_timeout: seconds without a heartbeat after which a cell lock from another host is stale
+            (:mod:`benchmark.locks`).
     """
 
     methods: list[str]
@@ -97,6 +99,7 @@ class GridConfig:
     force: bool = False
     skip_missing: bool = False
     progress: bool = True
+    lock_timeout: float = 1800.0
 
 
 # ---------------------------------------------------------------------------------- option handling
@@ -266,6 +269,7 @@ class Runner:
         failed = 0
         durations: list[float] = []
         done_count = total - len(todo)
+        busy: list[tuple[CellSpec, Path]] = []
         for i, (cell, path, _status) in enumerate(todo):
             eta = ""
             if durations:
@@ -275,19 +279,35 @@ class Runner:
                 f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
             )
             t0 = time.time()
-            ok = self.run_cell(cell, path)
+            outcome = self.run_locked(cell, path, wait=False)
+            if outcome == "busy":
+                self.echo("  held by another process; coming back to it at the end")
+                busy.append((cell, path))
+                continue
             durations.append(time.time() - t0)
-            if ok:
-                done_count += 1
-            else:
-                failed += 1
+            done_count, failed = done_count + (outcome == "done"), failed + (outcome == "failed")
+        for cell, path in busy:  # cells another process was training: wait, take over if it died
+            outcome = self.run_locked(cell, path, wait=True)
+            done_count, failed = done_count + (outcome == "done"), failed + (outcome == "failed")
         self.echo(f"grid finished: {done_count}/{total} done, {failed} failed. Results in {self.out}")
         return failed
 
+    def run_locked(self, cell: CellSpec, path: Path, *, wait: bool) -> str:
+        """Claim the cell's lock, run it, release: ``"done"``, ``"failed"`` or ``"busy"``.
+        See :func:`benchmark.executors.cellrun.run_locked` (every executor's entry point)."""
+        from benchmark.executors.cellrun import run_locked
+
+        return run_locked(self, cell, path, wait=wait)
+
     def run_cell(self, cell: CellSpec, path: Path) -> bool:
-        """Train, predict and evaluate one cell. Returns ``True`` on success; failures are recorded."""
+        """Train, predict and evaluate one cell (its lock held). Returns ``True`` on success; failures
+        are recorded."""
         if self.cfg.force and path.exists():
-            shutil.rmtree(path)
+            from benchmark.locks import GUARD, LOCK
+
+            for child in path.iterdir():  # keep the lock this process holds
+                if child.name not in (LOCK, GUARD):
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         path.mkdir(parents=True, exist_ok=True)
         (path / store.FAILED).unlink(missing_ok=True)
         logfile = path / "run.log"
@@ -356,7 +376,7 @@ class Runner:
             tdir = self.cell_dir(tcell)
             if store.cell_status(tdir) != "done":
                 self.echo(f"  training teacher {cls.teacher!r} first")
-                if not self.run_cell(tcell, tdir):
+                if self.run_locked(tcell, tdir, wait=True) != "done":
                     raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
             method.teacher_workdir = tdir / "work"
         workdir = path / "work"
