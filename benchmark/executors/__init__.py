@@ -141,6 +141,10 @@ def _validate_submitit(opts: ExecOptions, report: bool) -> None:
     _positive("--slurm-gpus-per-task", s.get("gpus_per_task"), 0)
     _positive("--slurm-cpus-per-task", s.get("cpus_per_task"))
     _positive("--slurm-array-parallelism", s.get("array_parallelism"))
+    if s.get("time") is not None:
+        parse_slurm_time(s["time"])
+    if s.get("mem") is not None:
+        parse_slurm_mem(s["mem"])
     if report and not opts.wait and opts.cluster != "debug":
         raise ExecutorError("--report with --executor submitit needs --wait (the jobs are still running "
                             "when `run` returns); or run `python -m benchmark report` once they finish")
