@@ -15,18 +15,18 @@ DATASET_GROUP = "nuclei_ssl_bench.datasets"
 
 #: name -> lazy target of every built-in method (kept in sync with pyproject.toml by a test).
 BUILTIN_METHODS: dict[str, str] = {
-    "watershed": "methods.watershed:WatershedMethod",
+    "watershed": "methods.watershed.method:WatershedMethod",
     "maskrcnn": "methods.maskrcnn.method:MaskRCNNMethod",
     "bass": "methods.bass.method:BassMethod",
     "bass-nmh": "methods.bass.method:BassNMHMethod",
     "bass-lrd": "methods.bass.method:BassLRDMethod",
     "bass-nmh-lrd": "methods.bass.method:BassNMHLRDMethod",
     "bass-code": "methods.bass.method:BassCodeMethod",
-    "noisyboundary": "methods.noisyboundary:NoisyBoundaryMethod",
-    "mmt-psm": "methods.mmt_psm:MMTPSMMethod",
-    "pg-fanet": "methods.pg_fanet:PGFANetMethod",
-    "pointwssis": "methods.pointwssis:PointWSSISMethod",
-    "shapeprop": "methods.shapeprop:ShapePropMethod",
+    "noisyboundary": "methods.noisyboundary.method:NoisyBoundaryMethod",
+    "mmt-psm": "methods.mmt_psm.method:MMTPSMMethod",
+    "pg-fanet": "methods.pg_fanet.method:PGFANetMethod",
+    "pointwssis": "methods.pointwssis.method:PointWSSISMethod",
+    "shapeprop": "methods.shapeprop.method:ShapePropMethod",
 }
 
 #: name -> lazy target of every built-in dataset (kept in sync with pyproject.toml by a test).

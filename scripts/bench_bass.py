@@ -1,7 +1,7 @@
 """Time one training iteration of the BASS student against plain Mask R-CNN on the same batches.
 
 For each profile (default ``smoke`` and ``cpu``) it builds, from the same seed, the plain model
-(:func:`methods.maskrcnn.build_model`, the teacher / ``maskrcnn`` method) and the student of each requested
+(:func:`methods.core.model.build_model`, the teacher / ``maskrcnn`` method) and the student of each requested
 BASS variant (``bass`` = NMH + LRD + CRC by default), feeds all of them the *same* batches of synthetic
 256x256 patches (~15-25 nuclei) and measures forward + backward + SGD step. Iterations are interleaved
 (plain, bass, plain, bass, ...) so that load from other processes hits every model alike; the table gives
@@ -38,8 +38,8 @@ from methods.bass.method import (  # noqa: E402
     BassNMHLRDMethod,
     BassNMHMethod,
 )
-from methods.maskrcnn.model import build_model, resolve_backbone_init  # noqa: E402
-from methods.maskrcnn.targets import TrainSample, sample_to_target  # noqa: E402
+from methods.core.model import build_model, resolve_backbone_init  # noqa: E402
+from methods.core.targets import TrainSample, sample_to_target  # noqa: E402
 
 VARIANTS = {c.name: c for c in (BassMethod, BassNMHMethod, BassLRDMethod, BassNMHLRDMethod, BassCodeMethod)}
 

@@ -1,6 +1,6 @@
 """Time the nuclei Mask R-CNN: seconds per training iteration and inference patches per second.
 
-For each backbone x input size it builds :func:`methods.maskrcnn.build_model` from a profile (default:
+For each backbone x input size it builds :func:`methods.core.model.build_model` from a profile (default:
 the ``cpu`` profile's lean heads; ``--profile paper`` for torchvision-sized heads), feeds batches of
 synthetic 256x256 patches (~15-25 nuclei, resized to the input size by the model's transform, as in
 training) and reports the median over ``--iters`` timed steps after ``--warmup`` untimed ones:
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.data.synthetic import SyntheticDataset  # noqa: E402
 from benchmark.profiles import PROFILES  # noqa: E402
-from methods.maskrcnn.model import build_model  # noqa: E402
-from methods.maskrcnn.targets import TrainSample, sample_to_target  # noqa: E402
+from methods.core.model import build_model  # noqa: E402
+from methods.core.targets import TrainSample, sample_to_target  # noqa: E402
 
 DEFAULT_CONFIGS = "resnet18:256,resnet18:512,resnet50:256,resnet50:512,resnet18:800"
 

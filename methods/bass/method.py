@@ -1,7 +1,7 @@
 """The ``bass`` method and its registered variants (Table 2's ablation rows and the released-code variant).
 
-``bass`` = teacher Mask R-CNN -> count-matched pseudo-labels (:mod:`methods.pseudolabels`) -> student Mask
-R-CNN with the NMH + LRD + CRC mask branch (:mod:`methods.bass.heads`), trained with Eq. 2
+``bass`` = teacher Mask R-CNN -> count-matched pseudo-labels (:mod:`methods.core.pseudolabels`) -> student Mask
+R-CNN with the NMH + LRD + CRC mask branch (:mod:`methods.core.two_res_branch`), trained with Eq. 2
 (``L_det + L_nmh + L_lrd + L_cl``, plus the fused-output BCE that trains the fusion conv). Prediction uses
 the student's fused mask through the shared instance-map rule.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from methods.pseudolabels import PseudoLabelStudentMethod
+from methods.core.pseudolabels import PseudoLabelStudentMethod
 
 #: BASS's own options (besides the pseudo-label / student / prediction ones of PL_DEFAULTS).
 BASS_OPTIONS: dict[str, Any] = {
@@ -86,7 +86,7 @@ class BassMethod(PseudoLabelStudentMethod):
       ``crc_group`` ("pair" | "batch"), ``tau_easy`` (0.3), ``tau_hard`` (0.7), ``crc_weight`` (1.0),
       ``roi_min_pixels`` (0), ``crc_channels`` (64), ``embed_dim`` (64), ``crc_max_rois`` (0 = all positive
       RoIs), ``crc_in_fusion`` (False; code: True): see
-      :class:`methods.bass.contrastive.CRCConfig` and :class:`methods.bass.heads.BranchConfig`.
+      :class:`methods.core.contrastive.CRCConfig` and :class:`methods.core.two_res_branch.BranchConfig`.
     """
 
     name = "bass"
@@ -106,8 +106,8 @@ class BassMethod(PseudoLabelStudentMethod):
         self.branch_config()
 
     def branch_config(self):
-        from .contrastive import CRCConfig
-        from .heads import BranchConfig
+        from methods.core.contrastive import CRCConfig
+        from methods.core.two_res_branch import BranchConfig
 
         o = self.options
         crc = CRCConfig(
@@ -128,15 +128,15 @@ class BassMethod(PseudoLabelStudentMethod):
         )
 
     def build_branch(self, profile: Any, norm: str):
-        from methods.maskrcnn.model import fpn_channels
+        from methods.core.model import fpn_channels
 
-        from .heads import BassMaskBranch
+        from methods.core.two_res_branch import BassMaskBranch
 
         return BassMaskBranch(fpn_channels(profile), profile.mask_head_channels, profile.mask_head_convs,
                               norm="gn" if norm == "gn" else None, cfg=self.branch_config())
 
     def prepare_model(self, model):
-        from .heads import install_shared_roi_pool
+        from methods.core.two_res_branch import install_shared_roi_pool
 
         install_shared_roi_pool(model)
         return model

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from methods.maskrcnn.targets import instance_masks
+from methods.core.targets import instance_masks
 
 #: how a point got its pseudo mask (codes in :class:`PointMatch`)
 NONE, VIA_MASK, VIA_BOX = 0, 1, 2

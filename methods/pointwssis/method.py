@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from benchmark.api import Method, Patch, TrainData
-from methods.maskrcnn.augment import NO_AUGMENT, Augment
-from methods.maskrcnn.checkpoint import CheckpointError
-from methods.maskrcnn.inference import predict_instance_maps
-from methods.maskrcnn.method import MaskRCNNMethod, data_digest, load_model, save_model
-from methods.maskrcnn.model import build_model
-from methods.maskrcnn.targets import TrainSample
-from methods.maskrcnn.train import history_summary, train
+from methods.core.augment import NO_AUGMENT, Augment
+from methods.core.checkpoint import CheckpointError
+from methods.core.inference import predict_instance_maps
+from methods.core.persist import data_digest, load_model, save_model
+from methods.core.supervised import SupervisedMaskRCNN
+from methods.core.model import build_model
+from methods.core.targets import TrainSample
+from methods.core.train import history_summary, train
 
 from .matching import VIA_BOX, VIA_MASK, match_points, median_nucleus_size, paint_pseudo_label, point_boxes
 from .refine import crop_masks, crop_windows, make_inputs, refine_masks, train_refiner
@@ -120,8 +121,8 @@ class PointWSSISMethod(Method):
 
     # -------------------------------------------------------------- teacher
     def _teacher(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
-                 progress: bool) -> MaskRCNNMethod:
-        teacher = MaskRCNNMethod()
+                 progress: bool) -> SupervisedMaskRCNN:
+        teacher = SupervisedMaskRCNN()
         if self.teacher_workdir is not None:
             tdir = Path(self.teacher_workdir)
             if not (tdir / "model.pt").is_file():

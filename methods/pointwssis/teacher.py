@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from methods.maskrcnn.heads import MaskRoIs
+from methods.core.heads import MaskRoIs
 
 
 def _image_tensor(image: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -53,7 +53,7 @@ def point_candidates(
     is what makes low-threshold candidate generation affordable on a CPU.
 
     Args:
-        model: a :func:`~methods.maskrcnn.model.build_model` model.
+        model: a :func:`~methods.core.model.build_model` model.
         images: ``uint8 (H, W, 3)`` RGB arrays.
         points: per image ``(P, 2)`` ``(row, col)`` points.
         device: torch device string.
@@ -106,7 +106,7 @@ def mask_probs_for_boxes(model: nn.Module, image: np.ndarray, boxes: np.ndarray,
     """Run a trained Mask R-CNN's mask head on given boxes of one image.
 
     Args:
-        model: a :func:`~methods.maskrcnn.model.build_model` model (its transform, backbone, mask RoIAlign
+        model: a :func:`~methods.core.model.build_model` model (its transform, backbone, mask RoIAlign
             and mask branch are used; the RPN and box head are not).
         image: ``uint8 (H, W, 3)`` RGB.
         boxes: ``(K, 4)`` boxes ``(x1, y1, x2, y2)`` in image pixels.

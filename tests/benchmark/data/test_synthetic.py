@@ -147,7 +147,7 @@ def test_thresholding_baseline_does_not_solve_it():
     """A fitted threshold + watershed must not score a near-perfect AJI (the data would be too easy)."""
     from benchmark.api import Patch, TrainData
     from benchmark.metrics import aji
-    from methods.watershed import WatershedMethod
+    from methods.watershed.method import WatershedMethod
 
     ds = SyntheticDataset()
 

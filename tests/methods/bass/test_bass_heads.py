@@ -7,11 +7,11 @@ import torch
 
 from benchmark.data.synthetic import SyntheticDataset
 from benchmark.profiles import PROFILES
-from methods.bass.bands import lrd_weight_map
-from methods.bass.lrd import lrd_loss, weighted_mask_bce
+from methods.core.bands import lrd_weight_map
+from methods.core.lrd import lrd_loss, weighted_mask_bce
 from methods.bass.method import BassCodeMethod, BassLRDMethod, BassMethod, BassNMHMethod
-from methods.maskrcnn.model import build_model
-from methods.maskrcnn.targets import TrainSample, sample_to_target
+from methods.core.model import build_model
+from methods.core.targets import TrainSample, sample_to_target
 
 TINY = PROFILES["smoke"].replace(
     input_size=128, rpn_post_nms_top_n_train=64, rpn_post_nms_top_n_test=64, box_batch_size_per_image=32,
@@ -102,7 +102,7 @@ def test_crc_max_rois_caps_the_contrastive_rois(batch):
 
 
 def test_shared_roi_align_changes_nothing_but_the_cost(batch):
-    from methods.bass.heads import SharedMaskRoIAlign
+    from methods.core.two_res_branch import SharedMaskRoIAlign
 
     shared, own = _student(BassMethod, shared=True).train(), _student(BassMethod, shared=False).train()
     assert isinstance(shared.roi_heads.mask_roi_pool, SharedMaskRoIAlign)

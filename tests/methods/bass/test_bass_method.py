@@ -26,7 +26,7 @@ TARGETS = {
     "bass-lrd": "methods.bass.method:BassLRDMethod",
     "bass-nmh-lrd": "methods.bass.method:BassNMHLRDMethod",
     "bass-code": "methods.bass.method:BassCodeMethod",
-    "noisyboundary": "methods.noisyboundary:NoisyBoundaryMethod",
+    "noisyboundary": "methods.noisyboundary.method:NoisyBoundaryMethod",
 }
 
 

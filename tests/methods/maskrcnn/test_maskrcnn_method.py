@@ -11,10 +11,11 @@ import torch
 from benchmark.api import Patch, TrainData
 from benchmark.metrics import aji
 from benchmark.profiles import PROFILES
-from methods.maskrcnn.checkpoint import CheckpointError
-from methods.maskrcnn.inference import predict_instance_maps
-from methods.maskrcnn.method import MaskRCNNMethod, load_model
-from methods.maskrcnn.model import build_model
+from methods.core.checkpoint import CheckpointError
+from methods.core.inference import predict_instance_maps
+from methods.core.persist import load_model
+from methods.maskrcnn.method import MaskRCNNMethod
+from methods.core.model import build_model
 
 
 def test_options_and_class_attributes():

@@ -1,0 +1,372 @@
+"""The shared training loop of every Mask R-CNN method.
+
+:func:`train` runs SGD on a detection model (anything called as ``model(images, targets) -> loss dict``
+in train mode, normally :func:`~methods.core.model.build_model`'s) for ``profile.iterations``
+iterations and takes care of:
+
+- **schedule**: SGD (``profile.lr``/``momentum``/``weight_decay``), linear warm-up from
+  ``warmup_factor * lr`` over ``warmup_iters``, x0.1 at each ``lr_steps`` fraction of the iterations;
+- **stability**: global gradient-norm clipping (``grad_clip``), AMP (fp16 + GradScaler) on CUDA only,
+  and a :class:`TrainingDivergedError` on a non-finite loss, raised *before* the bad step so the last
+  checkpoint stays good;
+- **data**: a seeded epoch-wise shuffle (epoch ``e`` uses ``numpy.random.default_rng([seed, 1, e])``)
+  and per-iteration augmentation streams (``default_rng([seed, 2, iteration])``); both are pure
+  functions of (seed, iteration), so resuming needs no data-loader state;
+- **checkpoints** every ``checkpoint_every`` iterations and at the end (atomic, ``weights_only``-
+  loadable, with optimizer, scaler, RNG and hook state): calling :func:`train` again with the same
+  ``workdir`` and ``stage`` resumes and gives, on CPU, bit-identical weights to an uninterrupted run;
+- a tqdm progress bar (iteration, losses, lr, it/s, ETA), silent with ``progress=False``.
+
+Extension: pass ``hook=`` an object (or a plain callable used as ``extra_losses``) with any of
+
+- ``extra_losses(ctx: StepContext) -> dict[str, Tensor]``: extra loss terms added to the model's
+  (e.g. a consistency loss on unlabeled data computed with an EMA teacher);
+- ``after_step(model, iteration)``: called after each optimizer step (e.g. EMA update);
+- ``state_dict()`` / ``load_state_dict(state)``: hook state saved in checkpoints (tensors, numbers,
+  lists, dicts only), so resumed runs stay exact.
+
+Trainable modules a method adds (adaptors, extra heads) must be sub-modules of ``model`` so that the
+optimizer and checkpoints include them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import Augment
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_atomic, set_rng_state
+from .targets import TrainSample, as_train_sample, sample_to_target, validate_sample
+
+ORDER_STREAM = 1
+AUGMENT_STREAM = 2
+
+#: a batch source: ``(iteration, batch_size) -> samples``; must be a pure function of its arguments
+BatchFn = Callable[[int, int], Sequence[Any]]
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss (or, without AMP, the gradient norm) became NaN/inf.
+
+    Attributes:
+        iteration: 0-based iteration at which it happened.
+        losses: the loss values of that iteration.
+        checkpoint: the last good checkpoint (``None`` if none was written yet).
+    """
+
+    def __init__(self, iteration: int, losses: dict[str, float], checkpoint: Path | None) -> None:
+        self.iteration, self.losses, self.checkpoint = iteration, losses, checkpoint
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        where = (f"the last good checkpoint {checkpoint} is kept" if checkpoint is not None
+                 else "no checkpoint had been written yet")
+        super().__init__(
+            f"training diverged at iteration {iteration}: non-finite loss ({shown}); {where}. "
+            f"Lower profile.lr, lengthen profile.warmup_iters or set profile.grad_clip, then rerun."
+        )
+
+
+@dataclasses.dataclass
+class StepContext:
+    """What a hook's ``extra_losses`` sees at each iteration.
+
+    Attributes:
+        model: the model (train mode). images / targets: the batch on the device (targets as given to the
+        model: ``boxes``, ``labels``, ``masks``, ``mask_valid``). samples: the augmented
+        :class:`TrainSample` list. losses: the model's loss dict for this batch. iteration: 0-based.
+        device: torch device string. seed: the run seed.
+    """
+
+    model: nn.Module
+    images: list[torch.Tensor]
+    targets: list[dict[str, torch.Tensor]]
+    samples: list[TrainSample]
+    losses: dict[str, torch.Tensor]
+    iteration: int
+    device: str
+    seed: int
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        iterations: iterations completed in total (including earlier, resumed ones).
+        finished: whether the schedule ran to the end (False after ``stop_after``).
+        resumed_from: iteration the run resumed at (0 = fresh start).
+        history: per iteration, the loss values plus ``"loss"`` (total), ``"lr"`` and ``"grad_norm"``.
+        seconds: wall time of this call.
+        checkpoint: path of the latest checkpoint.
+    """
+
+    iterations: int
+    finished: bool
+    resumed_from: int
+    history: list[dict[str, float]]
+    seconds: float
+    checkpoint: Path
+
+
+def lr_at(iteration: int, profile: Any, total: int) -> float:
+    """Learning rate at a 0-based iteration: linear warm-up, then x0.1 at each ``lr_steps`` fraction."""
+    lr = float(profile.lr)
+    if profile.warmup_iters > 0 and iteration < profile.warmup_iters:
+        alpha = iteration / profile.warmup_iters
+        lr *= profile.warmup_factor * (1 - alpha) + alpha
+    for frac in profile.lr_steps:
+        if iteration >= int(frac * total):
+            lr *= 0.1
+    return lr
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The data order of one epoch (a permutation of ``range(n)``)."""
+    return np.random.default_rng([seed, ORDER_STREAM, epoch]).permutation(n)
+
+
+class _Sampler:
+    """Seeded epoch-wise shuffling over a sequence; ``batch(i)`` is a pure function of (seed, i)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.bs, self.seed = n, batch_size, seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def indices(self, iteration: int) -> list[int]:
+        out = []
+        for j in range(iteration * self.bs, (iteration + 1) * self.bs):
+            epoch, pos = divmod(j, self.n)
+            if epoch not in self._cache:
+                if len(self._cache) > 2:
+                    self._cache.clear()
+                self._cache[epoch] = epoch_order(self.seed, epoch, self.n)
+            out.append(int(self._cache[epoch][pos]))
+        return out
+
+
+def _fingerprint(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _hook_call(hook: Any, name: str) -> Callable | None:
+    if hook is None:
+        return None
+    if name == "extra_losses" and not hasattr(hook, "extra_losses") and callable(hook):
+        return hook
+    fn = getattr(hook, name, None)
+    return fn if callable(fn) else None
+
+
+def train(
+    model: nn.Module,
+    data: Sequence[Any] | BatchFn,
+    profile: Any,
+    *,
+    seed: int,
+    device: str,
+    workdir: str | Path,
+    hook: Any = None,
+    augment: Augment | None = Augment(),
+    progress: bool = True,
+    stage: str = "train",
+    iterations: int | None = None,
+    stop_after: int | None = None,
+    config: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place, resuming from ``workdir/<stage>_checkpoint.pt`` if present.
+
+    Args:
+        model: a detection model; moved to ``device`` and left in train mode.
+        data: training samples (:class:`TrainSample`, ``Patch`` or ``(image, label)``), shuffled per epoch,
+            or a batch function ``(iteration, batch_size) -> samples`` (it must be deterministic).
+        profile: schedule (``iterations``, ``batch_size``, ``lr``, ``momentum``, ``weight_decay``,
+            ``warmup_iters``, ``warmup_factor``, ``lr_steps``, ``grad_clip``, ``amp``, ``checkpoint_every``).
+        seed: seeds weights-independent randomness: global RNGs at a fresh start, data order, augmentation.
+            (Seed the model's initialisation yourself before building it.)
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        workdir: folder for the checkpoint (created if missing).
+        hook: optional extension object (see the module doc) or a callable ``(StepContext) -> dict``.
+        augment: augmentation applied per sample (``None`` = off).
+        progress: show a tqdm bar.
+        stage: checkpoint name prefix, so one workdir can hold several stages (teacher, student).
+        iterations: schedule length (default ``profile.iterations``).
+        stop_after: return after this many total iterations *without* writing a checkpoint, as if
+            the process had been killed (for tests and time-boxed runs); ``None`` = run to the end.
+        config: extra settings that must match for a checkpoint to be resumed (e.g. the method config).
+
+    Returns:
+        a :class:`TrainResult`.
+
+    Raises:
+        TrainingDivergedError: a non-finite loss; the model is left at the failing iteration's weights,
+            the checkpoint on disk is the last good one.
+        CheckpointError: the existing checkpoint belongs to a different run configuration.
+    """
+    t0 = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    total = int(iterations if iterations is not None else profile.iterations)
+    if total <= 0:
+        raise ValueError(f"iterations must be positive, got {total}")
+    bs = int(profile.batch_size)
+    if callable(data) and not isinstance(data, Sequence):
+        batch_fn: BatchFn = data
+        n_data: int | str = "fn"
+    else:
+        samples = [as_train_sample(x) for x in data]
+        if not samples:
+            raise ValueError("no training samples given")
+        for s in samples:
+            validate_sample(s)
+        sampler = _Sampler(len(samples), bs, seed)
+        n_data = len(samples)
+
+        def batch_fn(it: int, _bs: int) -> list[TrainSample]:
+            return [samples[i] for i in sampler.indices(it)]
+
+    dev = torch.device(device)
+    model.to(dev)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
+    use_amp = bool(profile.amp) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    ckpt_path = workdir / f"{stage}_checkpoint.pt"
+    fingerprint = _fingerprint(
+        seed=seed, stage=stage, total=total, batch_size=bs, n_data=n_data,
+        profile=profile.to_dict() if hasattr(profile, "to_dict") else repr(profile),
+        model=getattr(model, "nuclei_config", type(model).__name__), augment=augment.config() if augment else None,
+        config=config or {},
+    )
+    history: list[dict[str, float]] = []
+    start = 0
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck.get("fingerprint") != fingerprint:
+            raise CheckpointError(
+                f"checkpoint {ckpt_path} was written by a run with different settings (seed, profile, data, "
+                f"model or method options). Delete it (or use a fresh workdir) to retrain."
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"])
+        fn = _hook_call(hook, "load_state_dict")
+        if fn is not None and ck.get("hook") is not None:
+            fn(ck["hook"])
+        start = int(ck["iteration"])
+        history = [dict(h) for h in ck["history"]]
+    else:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+    resumed_from = start
+    last_good: Path | None = ckpt_path if ckpt_path.exists() else None
+
+    def save(iteration: int) -> None:
+        nonlocal last_good
+        fn = _hook_call(hook, "state_dict")
+        state = {
+            "format": "nuclei-maskrcnn-checkpoint/1",
+            "fingerprint": fingerprint,
+            "stage": stage,
+            "iteration": iteration,
+            "total": total,
+            "finished": iteration >= total,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else {},
+            "rng": rng_state(),
+            "hook": fn() if fn is not None else None,
+            "history": history,
+        }
+        save_atomic(state, ckpt_path)
+        last_good = ckpt_path
+
+    extra_fn = _hook_call(hook, "extra_losses")
+    after_fn = _hook_call(hook, "after_step")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
+    finished = start >= total
+    try:
+        for it in range(start, total):
+            lr = lr_at(it, profile, total)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            rng = np.random.default_rng([seed, AUGMENT_STREAM, it])
+            batch = [as_train_sample(s) for s in batch_fn(it, bs)]
+            if augment is not None:
+                batch = [augment(s, rng) for s in batch]
+            images, targets = [], []
+            for s in batch:
+                img, tgt = sample_to_target(s)
+                images.append(img.to(dev, non_blocking=True))
+                targets.append({k: v.to(dev, non_blocking=True) for k, v in tgt.items()})
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                losses = model(images, targets)
+                if extra_fn is not None:
+                    ctx = StepContext(model, images, targets, batch, losses, it, device, seed)
+                    losses = {**losses, **extra_fn(ctx)}
+            loss = sum(v.float() for v in losses.values())
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise TrainingDivergedError(it, values, last_good)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            grad_norm = float("nan")
+            if profile.grad_clip and profile.grad_clip > 0:
+                scaler.unscale_(opt)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, profile.grad_clip))
+                if not use_amp and not math.isfinite(grad_norm):
+                    raise TrainingDivergedError(it, {**values, "grad_norm": grad_norm}, last_good)
+            scaler.step(opt)
+            scaler.update()
+            if after_fn is not None:
+                after_fn(model, it)
+            history.append({**values, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm})
+            done = it + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"loss={history[-1]['loss']:.3f} "
+                    + " ".join(f"{k.replace('loss_', '')}={v:.3f}" for k, v in values.items())
+                    + f" lr={lr:.2g}",
+                    refresh=False,
+                )
+            if stop_after is not None and done >= stop_after and done < total:
+                break
+            if done % max(1, int(profile.checkpoint_every)) == 0 or done == total:
+                save(done)
+            if done == total:
+                finished = True
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(
+        iterations=len(history), finished=finished, resumed_from=resumed_from, history=history,
+        seconds=time.perf_counter() - t0, checkpoint=ckpt_path,
+    )
+
+
+def history_summary(history: list[dict[str, float]], last: int = 20) -> dict[str, float]:
+    """Mean of every ``loss*`` value over the last ``last`` iterations of a training history."""
+    if not history:
+        return {}
+    tail = history[-min(last, len(history)):]
+    keys = [k for k in tail[-1] if k.startswith("loss")]
+    return {k: float(sum(h.get(k, 0.0) for h in tail) / len(tail)) for k in keys}

@@ -1,0 +1,1 @@
+"""``mmt_psm``: registered class in ``method.py``; see README.md."""

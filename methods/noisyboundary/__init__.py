@@ -1,0 +1,1 @@
+"""``noisyboundary``: registered class in ``method.py``; see README.md."""

@@ -1,0 +1,1 @@
+"""``pg_fanet``: registered class in ``method.py``; see README.md."""

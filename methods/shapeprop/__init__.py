@@ -1,0 +1,1 @@
+"""``shapeprop``: registered class in ``method.py``; see README.md."""

@@ -1,0 +1,1 @@
+"""``watershed``: registered class in ``method.py``; see README.md."""
