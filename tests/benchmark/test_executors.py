@@ -30,7 +30,7 @@ def _env(tmp_path: Path) -> dict:
 
 
 def bench(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "benchmark", *args], env=_env(tmp_path), cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "benchmark", *args], env=_env(tmp_path), cwd=tmp_path,
                        capture_output=True, text=True, timeout=900)
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -109,6 +109,7 @@ def test_submitit_runs_a_grid_and_a_rerun_skips_done_cells(tmp_path, cluster):
     r = bench(tmp_path, *args, "--wait", "--report")
     assert r.stdout.count("submitted job ") == 2
     assert len(list(out.glob("synthetic/*/watershed/*/done.json"))) == 2
+    assert "watershed" in (tmp_path / "reports" / "table1.md").read_text(), "--report after --wait"
     assert fits(out) == [1, 1]
     ran = [json.loads(p.read_text()) for p in out.glob("synthetic/*/watershed/*/ran_by.json")]
     assert {r["executor"] for r in ran} == {"submitit"} and all(r["job_id"] for r in ran) == (cluster == "local")
@@ -144,7 +145,7 @@ def test_kill_9_of_a_local_worker_its_lock_is_taken_over(tmp_path):
     args = ["-m", "benchmark", "run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8",
             "--quiet", *tiny_profile_args(iterations=30, checkpoint_every=2), "--out", str(out),
             "--executor", "local", "--devices", "cpu", "--workers", "1"]
-    proc = subprocess.Popen([sys.executable, *args], env=_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, *args], env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline, pid = time.time() + 300, None
     while time.time() < deadline and proc.poll() is None:
@@ -169,7 +170,7 @@ def test_two_concurrent_runs_on_one_store_train_each_cell_once(tmp_path):
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "benchmark", "run", "--methods", "watershed", "--datasets", "synthetic",
            "--ratios", "1/8,1/4,1/2", "--quiet", "--out", str(out)]
-    procs = [subprocess.Popen(cmd, env=_env(tmp_path), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(cmd, env=_env(tmp_path), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     errs = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
