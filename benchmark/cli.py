@@ -137,6 +137,8 @@ def add_executor_arguments(pr: argparse.ArgumentParser) -> None:
         ("array-parallelism", int, "most array jobs running at once"),
     ):
         g.add_argument(f"--slurm-{flag}", type=kind, default=None, help=f"submitit: {text}")
+    g.add_argument("--ddp-lr-scaling", default="linear", help="under torchrun (N ranks): linear (default: "
+                   "lr x N for the N-times larger global batch) | none (profile.lr as is)")
     g.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
                    help="submitit: shell line run before each job (repeatable), e.g. 'module load cuda'")
 
@@ -244,13 +246,24 @@ def cmd_run(args) -> int:
         seeds = [int(s) for s in _split_csv(args.seeds)]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    from benchmark import distributed
+
+    opts = _exec_options(args)
+    from benchmark.executors import validate
+
+    validate(opts, report=args.report)
+    if args.lock_timeout <= 0:
+        raise ValueError(f"--lock-timeout {args.lock_timeout}: must be > 0 seconds")
+    if distributed.env_world_size() > 1 and opts.executor != "inline":
+        raise ValueError("under torchrun (WORLD_SIZE > 1) every rank runs the grid inline: drop --executor")
+    device = distributed.init_from_env(resolve_device(args.device), args.ddp_lr_scaling)
     cfg = GridConfig(
         methods=_split_csv(args.methods),
         datasets=_split_csv(args.datasets),
         ratios=_split_csv(args.ratios),
         seeds=seeds,
         profile=profile,
-        device=resolve_device(args.device),
+        device=device,
         out=args.out,
         data_root=args.data_root,
         overrides=overrides,
@@ -259,14 +272,9 @@ def cmd_run(args) -> int:
         skip_missing=args.skip_missing,
         progress=not args.quiet,
     )
-    from benchmark.executors import validate
-
-    opts = _exec_options(args)
-    validate(opts, report=args.report)
-    if args.lock_timeout <= 0:
-        raise ValueError(f"--lock-timeout {args.lock_timeout}: must be > 0 seconds")
     cfg.lock_timeout = args.lock_timeout
-    runner = Runner(cfg)
+    lead = distributed.rank() == 0
+    runner = Runner(cfg, echo=None if lead else (lambda m: None))
     try:
         if args.dry_run:
             rows = dry_run_rows(runner)
@@ -279,7 +287,8 @@ def cmd_run(args) -> int:
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.report:
+    distributed.barrier()
+    if args.report and lead:
         from benchmark.reports import build_report
 
         build_report(results=args.out, out=Path("reports"))

@@ -223,6 +223,7 @@ class Runner:
             "seed": cell.seed,
             "profile": self.cfg.profile.name,
             "profile_digest": self.cfg.profile.digest() if cls.deep else None,
+            **_ddp_key(cls),
         }
 
     def cell_dir(self, cell: CellSpec) -> Path:
@@ -396,7 +397,10 @@ class Runner:
 
         t_pred = time.time()
         patches = split.test_patches
-        preds = predict_in_chunks(method, [p.image for p in patches], progress=self.cfg.progress)
+        from benchmark.distributed import shard_map  # DDP: sharded over ranks, gathered on every rank
+
+        preds = shard_map(lambda imgs: predict_in_chunks(method, imgs, progress=self.cfg.progress),
+                          [p.image for p in patches])
         pred_s = time.time() - t_pred
         pred_map = {p.id: m for p, m in zip(patches, preds)}
         store.save_predictions(path / "predictions.npz", pred_map)
@@ -431,6 +435,14 @@ class Runner:
         aji = summary["patch"]["mean"].get("aji")
         self.echo(f"  done in {_fmt_secs(time.time() - t0)}: patch AJI {aji:.4f}" if aji is not None
                   else "  done")
+
+
+def _ddp_key(cls: type[Method]) -> dict[str, Any]:
+    """``{"ddp": settings}`` for a deep cell trained by several DDP ranks; ``{}`` otherwise."""
+    from benchmark.distributed import describe
+
+    ddp = describe() if cls.deep else None
+    return {"ddp": ddp} if ddp else {}
 
 
 def predict_in_chunks(

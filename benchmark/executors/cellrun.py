@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark import locks, store
+from benchmark import distributed, locks, store
 
 if TYPE_CHECKING:
     from benchmark.runner import CellSpec, Runner
@@ -44,6 +44,9 @@ def run_locked(runner: "Runner", cell: "CellSpec", path: Path, *, wait: bool) ->
     cfg = runner.cfg
     kwargs = dict(executor=getattr(runner, "executor_name", "inline"), log=path / "run.log",
                   stale_after=cfg.lock_timeout)
+    ctx = distributed.context()
+    if ctx is not None:
+        return _run_locked_ddp(runner, cell, path, ctx, kwargs)
     if wait:
         lock = locks.claim(
             path, until=lambda: store.cell_status(path) == "done",
@@ -90,3 +93,39 @@ def record_crash(path: Path, exc: BaseException, what: str) -> None:
         "traceback": "".join(traceback.format_exception(exc)),
         "seconds": None,
     })
+
+
+def _run_locked_ddp(runner: "Runner", cell: "CellSpec", path: Path, ctx, kwargs: dict) -> str:
+    """Under DDP: rank 0 claims (waiting) and decides; every rank trains; rank 0 alone writes the cell,
+    rank ``r > 0`` works in ``<cell>/.ddp-rank<r>/`` (removed afterwards)."""
+    import shutil
+
+    lock = None
+    if ctx.rank == 0:
+        lock = locks.claim(path, until=lambda: store.cell_status(path) == "done", **kwargs)
+        if lock is not None and lock.took_over:
+            _log_takeover(path, lock.took_over)
+    needed = lock is not None and (store.cell_status(path) != "done" or
+                                   (runner.cfg.force and not _forced(runner, path)))
+    try:
+        if not distributed.broadcast(needed):
+            return DONE
+        _forced(runner, path, mark=True)
+        target = path if ctx.rank == 0 else path / f".ddp-rank{ctx.rank}"
+        distributed.take_notes()
+        ok = runner.run_cell(cell, target)
+        oks = distributed.all_gather(ok)
+        notes = distributed.all_gather(distributed.take_notes())
+        if ctx.rank == 0:
+            store.atomic_write_json(path / "ddp.json", {**(distributed.describe() or {}), "ranks": notes,
+                                                        "ok": oks})
+            store.atomic_write_json(path / "ran_by.json", {
+                **{k: v for k, v in lock.info.items() if k != "token"}, "ddp_ranks": ctx.world,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outcome": DONE if oks[0] else FAILED})
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+        return DONE if oks[0] else FAILED
+    finally:
+        distributed.barrier()
+        if lock is not None:
+            lock.release()

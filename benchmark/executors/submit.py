@@ -44,6 +44,10 @@ def run_cell_job(cfg: "GridConfig", cell: "CellSpec", path: str) -> str:
         from benchmark import distributed
 
         distributed.init_from_submitit()
+        if distributed.env_world_size() > 1:
+            import dataclasses
+
+            runner.cfg = dataclasses.replace(cfg, device=distributed.init_from_env(cfg.device))
         runner.manifest(cell.dataset)
         return runner.run_locked(cell, Path(path), wait=True)
     except Exception as exc:  # noqa: BLE001 - recorded like an inline failure, never a debugger
