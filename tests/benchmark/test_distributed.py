@@ -38,6 +38,19 @@ def run(tmp_path: Path, cmd: list[str]) -> subprocess.CompletedProcess:
     return r
 
 
+def children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def cell(out: Path, method: str) -> Path:
     (found,) = list(out.glob(f"synthetic/1-8/{method}/*/done.json"))
     return found.parent
@@ -106,7 +119,10 @@ def test_torchrun_cell_resumes_after_kill_9(tmp_path):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
+    ranks = children(proc.pid)  # torchrun starts its ranks in sessions of their own
+    assert len(ranks) == 2
+    for pid in [proc.pid, *ranks]:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
     (path,) = [p.parents[1] for p in killed.glob("synthetic/1-8/maskrcnn/*/work/maskrcnn_checkpoint.pt")]
     assert not (path / "done.json").exists()
