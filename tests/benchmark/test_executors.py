@@ -102,6 +102,7 @@ def test_inline_local_and_submitit_give_identical_metrics(tmp_path):
             pd.testing.assert_frame_equal(got[key], ref[key], check_exact=True, obj=f"{other}: {key}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["local", "debug"])
 def test_submitit_runs_a_grid_and_a_rerun_skips_done_cells(tmp_path, cluster):
     out = tmp_path / "results"
@@ -121,6 +122,7 @@ def test_submitit_runs_a_grid_and_a_rerun_skips_done_cells(tmp_path, cluster):
     assert "2 cell(s): 0 queued, 0 running, 2 done, 0 failed" in status and "submitit" in status
 
 
+@pytest.mark.slow
 def test_submitit_without_wait_returns_and_status_follows_the_jobs(tmp_path):
     out = tmp_path / "results"
     r = bench(tmp_path, "run", *WATERSHED, "--out", str(out), "--executor", "submitit",
@@ -166,6 +168,7 @@ def test_kill_9_of_a_local_worker_its_lock_is_taken_over(tmp_path):
     assert f"took over a stale lock: pid {pid} is dead" in (cell / "run.log").read_text()
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_on_one_store_train_each_cell_once(tmp_path):
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "benchmark", "run", "--methods", "watershed", "--datasets", "synthetic",
@@ -182,6 +185,7 @@ def test_two_concurrent_runs_on_one_store_train_each_cell_once(tmp_path):
     assert all("grid finished: 3/3 done, 0 failed" in e for e in errs), errs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", [["--executor", "local", "--devices", "cpu", "--workers", "2"],
                                       ["--executor", "submitit", "--submitit-cluster", "local", "--wait"]])
 def test_a_failing_cell_is_recorded_as_inline_and_exits_1(tmp_path, executor):
