@@ -1,7 +1,7 @@
-"""Command line: ``python -m benchmark {list,run,report,splits,check-method}``.
+"""Command line: ``python -m benchmark {list,run,report,verify,splits,check-method}``.
 
-Every subcommand has ``--help``. Exit codes: 0 success, 1 some cell/check failed, 2 bad usage (unknown
-names, missing data, bad options).
+Every subcommand has ``--help``. Exit codes: 0 success, 1 some cell/check failed (or, for ``verify``,
+a damaged cell), 2 bad usage (unknown names, missing or broken data, bad options, damaged store).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _split_csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _require_csv(text: str, option: str) -> list[str]:
+    """Comma-separated values of ``option``; an empty list (``--seeds ,``) is an error, not 0 cells."""
+    values = _split_csv(text)
+    if not values:
+        raise ValueError(f"{option} {text!r}: no values given (it would run 0 cells); pass at least one "
+                         f"value, comma-separated")
+    return values
 
 
 def _parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, str]:
@@ -67,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with some datasets missing, run the present ones (default: stop)")
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
     pr.add_argument("--report", action="store_true", help="build the report after the grid")
+    pr.add_argument("--report-dir", type=Path, default=None,
+                    help="where --report writes (default: <out>/reports, beside the store); implies --report")
+    pr.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
+                    help="labeled subset: paper (default; patches drawn from all training images, as the "
+                         "paper's Table 5) or image (whole training images labeled, no overlap leakage)")
     add_executor_arguments(pr)
 
     # status ----------------------------------------------------------------------------
@@ -77,18 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
     # report ----------------------------------------------------------------------------
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
     pp.add_argument("--results", type=Path, default=Path("results"), help="result store (default: ./results)")
-    pp.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: ./reports)")
+    pp.add_argument("--out", "--report-dir", dest="out", type=Path, default=None,
+                    help="output folder (default: <results>/reports, beside the store)")
+    pp.add_argument("--skip-damaged", action="store_true",
+                    help="leave damaged cells out with a warning (default: refuse the whole report)")
     pp.add_argument("--protocol", choices=["patch", "image"], default="patch",
                     help="patch: per 256×256 test patch (paper); image: stitched whole images")
     pp.add_argument("--aggregation", choices=["mean", "aggregated"], default="mean",
                     help="mean: per-image mean (default); aggregated: Σ intersections / Σ unions")
     pp.add_argument("--reference", default=None,
                     help="reference method of the paired tests (default: bass if present, else the best)")
-    pp.add_argument("--test", choices=["wilcoxon", "ttest"], default="wilcoxon", help="paired test on AJI")
-    pp.add_argument("--correction", choices=["none", "holm", "bh"], default="none",
-                    help="multiple-comparison correction across the table")
+    pp.add_argument("--test", choices=["permutation", "wilcoxon-patch"], default="permutation",
+                    help="paired test on AJI: permutation (default; image-level sign flips, the test image "
+                         "as the unit) or wilcoxon-patch (the paper's per-patch signed-rank test)")
+    pp.add_argument("--correction", choices=["none", "holm", "bh"], default="holm",
+                    help="multiple-comparison correction over the comparisons of each dataset and ratio "
+                         "(default: holm)")
+    pp.add_argument("--select-on", choices=["val", "test"], default="val",
+                    help="split whose AJI selects a sweep's value (default: val; test prints a warning)")
+    pp.add_argument("--bootstrap", type=int, default=10000, metavar="N",
+                    help="paired-bootstrap resamples of the ΔAJI intervals (default: 10000; seed fixed)")
+    pp.add_argument("--profile", default=None, help="only the cells of this training profile")
+    pp.add_argument("--split", default=None, metavar="HASH", help="only the cells of this split hash (prefix)")
+    pp.add_argument("--split-recipe", default=None, choices=["paper", "image"],
+                    help="only the cells of this labeled-subset recipe")
     pp.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     pp.add_argument("--no-figures", action="store_true", help="tables only")
+
+    # verify ----------------------------------------------------------------------------
+    pv = sub.add_parser("verify", help="check every done cell of a result store against its checksums")
+    pv.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
 
     # splits ----------------------------------------------------------------------------
     ps = sub.add_parser("splits", help="make or show split manifests")
@@ -101,10 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     psm.add_argument("--seed", type=int, default=0)
     psm.add_argument("--out", type=Path, default=None, help="output file (default: splits/<dataset>.json)")
     psm.add_argument("--force", action="store_true", help="overwrite an existing manifest")
+    psm.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
+                     help="labeled-subset recipe (default: paper); image writes splits/<dataset>.image.json")
     pss = ssub.add_parser("show", help="print the Table 5 counts of a manifest")
     pss.add_argument("--dataset", required=True)
     pss.add_argument("--data-root", type=Path, default=None)
     pss.add_argument("--format", choices=["md", "json"], default="md")
+    pss.add_argument("--split-recipe", default=None, choices=["paper", "image"],
+                     help="labeled-subset recipe (default: both)")
 
     # check-method ----------------------------------------------------------------------
     pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
@@ -159,22 +196,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from benchmark.data.base import DatasetError
     from benchmark.registry import RegistryError
+    from benchmark.store import StoreError
 
     try:
-        return {
-            "list": cmd_list,
-            "run": cmd_run,
-            "status": cmd_status,
-            "report": cmd_report,
-            "splits": cmd_splits,
-            "check-method": cmd_check,
-        }[args.command](args)
-    except (RegistryError, DatasetError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return {
+                "list": cmd_list,
+                "run": cmd_run,
+                "status": cmd_status,
+                "report": cmd_report,
+                "verify": cmd_verify,
+                "splits": cmd_splits,
+                "check-method": cmd_check,
+            }[args.command](args)
+    except (RegistryError, DatasetError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file the suite had to read or write; name it instead of a traceback
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; re-run the same command to resume.", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``warning: ...`` line (they name the file themselves), not a source location."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------ commands
@@ -182,7 +231,7 @@ def cmd_list(args) -> int:
     from tabulate import tabulate
 
     from benchmark.catalog import DATASETS
-    from benchmark.data import open_dataset
+    from benchmark.data import DatasetError, open_dataset
     from benchmark.profiles import PROFILES
     from benchmark.runner import describe_methods
 
@@ -194,11 +243,14 @@ def cmd_list(args) -> int:
                              "location": "", "dist": entry.dist})
             continue
         ds = open_dataset(name, args.data_root)
-        present = ds.is_present()
+        try:
+            present = "yes" if ds.is_present() else "no"
+        except DatasetError as exc:
+            present = f"broken: {exc}"
         datasets.append({
             "name": name,
             "description": cls.description,
-            "present": "yes" if present else "no",
+            "present": present,
             "location": "(generated)" if name == "synthetic" else str(ds.root),
             "dist": entry.dist,
         })
@@ -232,7 +284,7 @@ def cmd_run(args) -> int:
     from benchmark.runner import GridConfig, GridError, Runner, dry_run_rows
 
     overrides = _parse_assignments(args.overrides, "--set")
-    sweeps = {k: _split_csv(v) for k, v in _parse_assignments(args.sweeps, "--sweep").items()}
+    sweeps = {k: _require_csv(v, f"--sweep {k}=") for k, v in _parse_assignments(args.sweeps, "--sweep").items()}
     profile_over = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("profile.")}
     overrides = {k: v for k, v in overrides.items() if not k.startswith("profile.")}
     if any(k.startswith("profile.") for k in sweeps):
@@ -242,25 +294,18 @@ def cmd_run(args) -> int:
     except KeyError as exc:
         raise ValueError(str(exc.args[0])) from None
     profile = profile.replace(**profile_over) if profile_over else profile
+    seed_texts = _require_csv(args.seeds, "--seeds")
     try:
-        seeds = [int(s) for s in _split_csv(args.seeds)]
+        seeds = [int(s) for s in seed_texts]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     from benchmark import distributed
 
-    opts = _exec_options(args)
-    from benchmark.executors import validate
-
-    validate(opts, report=args.report)
-    if args.lock_timeout <= 0:
-        raise ValueError(f"--lock-timeout {args.lock_timeout}: must be > 0 seconds")
-    if distributed.env_world_size() > 1 and opts.executor != "inline":
-        raise ValueError("under torchrun (WORLD_SIZE > 1) every rank runs the grid inline: drop --executor")
-    device = distributed.init_from_env(resolve_device(args.device), args.ddp_lr_scaling)
+    opts, device = _scale_out(args, resolve_device(args.device))
     cfg = GridConfig(
-        methods=_split_csv(args.methods),
-        datasets=_split_csv(args.datasets),
-        ratios=_split_csv(args.ratios),
+        methods=_require_csv(args.methods, "--methods"),
+        datasets=_require_csv(args.datasets, "--datasets"),
+        ratios=_require_csv(args.ratios, "--ratios"),
         seeds=seeds,
         profile=profile,
         device=device,
@@ -271,6 +316,7 @@ def cmd_run(args) -> int:
         force=args.force,
         skip_missing=args.skip_missing,
         progress=not args.quiet,
+        split_recipe=args.split_recipe,
     )
     cfg.lock_timeout = args.lock_timeout
     lead = distributed.rank() == 0
@@ -288,14 +334,31 @@ def cmd_run(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     distributed.barrier()
-    if args.report and lead:
-        from benchmark.reports import build_report
-
-        build_report(results=args.out, out=Path("reports"))
     if failed:
         print(f"{failed} cell(s) failed; `python -m benchmark report` shows them.", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    if (args.report or args.report_dir) and lead:
+        from benchmark.reports import build_report
+
+        report_dir = args.report_dir or args.out / "reports"
+        written = build_report(results=args.out, out=report_dir)
+        print(f"report: {len(written)} file(s) written to {report_dir}:", file=sys.stderr, flush=True)
+        for path in written:
+            print(path, flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _scale_out(args, device: str):
+    """Check the executor options (before anything runs) and join a DDP group under torchrun."""
+    from benchmark import distributed
+    from benchmark.executors import validate
+
+    opts = _exec_options(args)
+    validate(opts, report=bool(args.report or args.report_dir))
+    if args.lock_timeout <= 0:
+        raise ValueError(f"--lock-timeout {args.lock_timeout}: must be > 0 seconds")
+    if distributed.env_world_size() > 1 and opts.executor != "inline":
+        raise ValueError("under torchrun (WORLD_SIZE > 1) every rank runs the grid inline: drop --executor")
+    return opts, distributed.init_from_env(device, args.ddp_lr_scaling)
 
 
 def _run_with(runner, opts) -> int:
@@ -321,35 +384,64 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from benchmark.reports import build_report
+    from benchmark.reports import TableOptions, build_report
 
-    written = build_report(
-        results=args.results,
-        out=args.out,
+    if args.bootstrap < 100:
+        raise ValueError(f"--bootstrap {args.bootstrap}: use at least 100 resamples (default 10000)")
+    opts = TableOptions(
         protocol=args.protocol,
         aggregation=args.aggregation,
         reference=args.reference,
         test=args.test,
         correction=None if args.correction == "none" else args.correction,
+        select_on=args.select_on,
+        n_boot=args.bootstrap,
+    )
+    written = build_report(
+        results=args.results,
+        out=args.out,
+        opts=opts,
         methods=_split_csv(args.methods) if args.methods else None,
+        profile=args.profile,
+        split=args.split,
+        split_recipe=args.split_recipe,
         figures=not args.no_figures,
+        skip_damaged=args.skip_damaged,
     )
     for path in written:
         print(path)
     return EXIT_OK
 
 
+def cmd_verify(args) -> int:
+    """Every done cell against its checksums: exit 0 clean, 1 damaged (each cell and file listed)."""
+    from benchmark import store
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ValueError(f"--out {out}: no result store there; pass the --out of a `benchmark run`.")
+    check = store.verify_store(out)
+    damaged, legacy, done = check.damaged, check.legacy, check.done
+    for path, problem in damaged:
+        print(f"DAMAGED {path}\n  {problem}")
+    for path in legacy:
+        print(f"UNVERIFIED {path}\n  no checksums in done.json (written before they existed): readable, "
+              f"but changes cannot be detected; re-run it with --force to record them")
+    print(f"{out}: {done} done cell(s) checked, {len(damaged)} damaged, {len(legacy)} without checksums")
+    return EXIT_FAILED if damaged else EXIT_OK
+
+
 def cmd_splits(args) -> int:
-    from benchmark.data import SPLITS_DIR, dataset_key, manifest_for, open_dataset
+    from benchmark.data import manifest_for, manifest_path, open_dataset
     from benchmark.data import splits as sp
 
     ds = open_dataset(args.dataset, args.data_root)
     if args.splits_command == "make":
-        out = args.out or SPLITS_DIR / f"{dataset_key(args.dataset)}.json"
+        out = args.out or manifest_path(args.dataset, args.split_recipe)
         if out.exists() and not args.force:
             raise ValueError(f"{out} exists; pass --force to overwrite it (committed manifests are the "
                              f"published splits: change them only on purpose)")
-        kwargs = {"seed": args.seed}
+        kwargs = {"seed": args.seed, "labeled_recipe": args.split_recipe}
         if args.recipe:
             kwargs["recipe"] = args.recipe
         manifest = sp.make_manifest(ds, **kwargs)
@@ -357,8 +449,13 @@ def cmd_splits(args) -> int:
         print(f"wrote {out}")
         print(sp.format_counts(manifest, fmt="md"))
         return EXIT_OK
-    manifest = manifest_for(ds, args.dataset, verify=False)
-    print(sp.format_counts(manifest, fmt=args.format))
+    recipes = [args.split_recipe] if args.split_recipe else list(sp.LABELED_RECIPES)
+    texts = [sp.format_counts(manifest_for(ds, args.dataset, verify=False, split_recipe=r), fmt=args.format)
+             for r in recipes]
+    if args.format == "json":
+        print(json.dumps([row for t in texts for row in json.loads(t)], indent=1))
+    else:
+        print("\n".join(texts))
     return EXIT_OK
 
 

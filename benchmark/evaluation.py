@@ -33,7 +33,7 @@ from benchmark.metrics import (
     scores_from_counts,
 )
 
-__all__ = ["PROTOCOLS", "TABLE_COLUMNS", "InstanceEvaluator", "summarize"]
+__all__ = ["PROTOCOLS", "TABLE_COLUMNS", "InstanceEvaluator", "evaluate_patches", "summarize"]
 
 #: Accepted ``protocol`` values: metrics per test patch, or per stitched whole image.
 PROTOCOLS = ("patch", "image")
@@ -176,3 +176,24 @@ def summarize(table: pd.DataFrame, mode: str = "mean") -> dict[str, float]:
         for r, m in zip(records, match.tolist())
     ]
     return aggregate(counts, mode=mode)
+
+
+def evaluate_patches(patches: Sequence[Any], preds: Sequence[Any], protocol: str = "patch") -> pd.DataFrame:
+    """Per-unit table (:data:`TABLE_COLUMNS`) of predictions against labeled patches.
+
+    Args:
+        patches: objects with ``id`` and ``label`` (e.g. :class:`benchmark.api.Patch`), e.g. the
+            validation patches of a split; may be empty.
+        preds: one predicted instance map per patch, same order.
+        protocol: recorded in the table.
+
+    Returns:
+        :meth:`InstanceEvaluator.table` of the patches; an empty table (same columns) without patches.
+    """
+    if len(patches) != len(preds):
+        raise ValueError(f"{len(preds)} predictions for {len(patches)} patches")
+    ev = InstanceEvaluator(protocol=protocol)
+    if not len(patches):
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    ev.process([p.id for p in patches], [p.label for p in patches], list(preds))
+    return ev.table()

@@ -155,7 +155,7 @@ class CellLock:
             if self.owned():
                 (self.cell_dir / LOCK).unlink(missing_ok=True)
 
-    def __enter__(self) -> "CellLock":
+    def __enter__(self) -> CellLock:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -169,7 +169,7 @@ class Registry(Generic[T]):
                 return entry.obj
             try:
                 obj = load_target(entry.target) if isinstance(entry.target, str) else entry.target
-            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+            except Exception as exc:  # any import failure is the plugin's
                 entry.error = f"{type(exc).__name__}: {exc}"
                 raise PluginLoadError(
                     f"{self.kind} {name!r} from distribution {entry.dist!r} ({entry.target_str}) "

@@ -31,7 +31,7 @@ from benchmark import store
 from benchmark.api import Method
 from benchmark.catalog import METHODS, PAPER_DATASETS, get_method
 from benchmark.data import dataset_key, manifest_for, open_dataset
-from benchmark.data.base import DatasetError
+from benchmark.data.base import DatasetError, DatasetNotFoundError
 from benchmark.envinfo import distribution_of, environment
 from benchmark.profiles import Profile
 
@@ -84,6 +84,7 @@ class GridConfig:
         progress: per-cell training bars.
         lock_timeout: seconds without a heartbeat after which a cell lock from another host is stale
             (:mod:`benchmark.locks`).
+        split_recipe: labeled-subset recipe, ``"paper"`` or ``"image"`` (see :mod:`benchmark.data.splits`).
     """
 
     methods: list[str]
@@ -100,6 +101,7 @@ class GridConfig:
     skip_missing: bool = False
     progress: bool = True
     lock_timeout: float = 1800.0
+    split_recipe: str = "paper"
 
 
 # ---------------------------------------------------------------------------------- option handling
@@ -171,8 +173,42 @@ class Runner:
         self._datasets: dict[str, Any] = {}
         self._manifests: dict[str, dict] = {}
         self._splits: dict[tuple, Any] = {}
+        self._damage: dict[Path, list[str]] = {}
+        self.legacy_cells: list[Path] = []
 
     # ---------------------------------------------------------------- planning
+    def check_out(self, *, create: bool) -> None:
+        """``--out`` must be (or be creatable as) a writable folder; raises :class:`GridError` if not."""
+        out = self.out
+        for parent in [out, *out.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    what = "is a file" if parent == out else f"is under {parent}, which is a file"
+                    raise GridError(f"--out {out}: {what}; pass a folder for the result store.")
+                break
+        if not create:
+            return
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            store.atomic_write_text(out / ".write-test", "")
+            (out / ".write-test").unlink()
+        except OSError as exc:
+            raise GridError(f"--out {out}: cannot write the result store there ({exc.strerror or exc}); "
+                            f"pass a folder you can write to.") from None
+
+    def cell_state(self, path: Path) -> str:
+        """``cell_status`` with done cells verified: a damaged done cell is ``"damaged"``."""
+        status = store.cell_status(path)
+        if status != "done":
+            return status
+        problems, legacy = store.verify_cell(path)
+        if problems:
+            self._damage[path] = problems
+            return "damaged"
+        if legacy and path not in self.legacy_cells:
+            self.legacy_cells.append(path)
+        return status
+
     def check_names(self) -> None:
         for m in self.cfg.methods:
             get_method(m)  # raises UnknownNameError / PluginLoadError with the available names
@@ -188,18 +224,25 @@ class Runner:
             for s in PAPER_DATASETS if d == "all" else (d,):
                 if s not in specs:
                     specs.append(s)
-        present, missing = [], []
+        present, missing, broken = [], [], []
         for spec in specs:
             try:
                 ds = open_dataset(spec, self.cfg.data_root)
-            except DatasetError as exc:
+                found = ds.is_present()
+            except DatasetNotFoundError as exc:
                 missing.append((spec, str(exc)))
                 continue
-            if ds.is_present():
+            except DatasetError as exc:  # present but unusable: say exactly why, never "missing"
+                broken.append((spec, str(exc)))
+                continue
+            if found:
                 self._datasets[spec] = ds
                 present.append(spec)
             else:
                 missing.append((spec, ds.missing_message()))
+        if broken:
+            text = "\n\n".join(f"[{s}] {msg}" for s, msg in broken)
+            raise GridError(f"{len(broken)} dataset(s) cannot be used:\n\n{text}")
         if missing:
             text = "\n\n".join(f"[{s}] {msg}" for s, msg in missing)
             if not self.cfg.skip_missing or not present:
@@ -224,6 +267,8 @@ class Runner:
             "profile": self.cfg.profile.name,
             "profile_digest": self.cfg.profile.digest() if cls.deep else None,
             **_ddp_key(cls),
+            # only a non-default recipe enters the key: paper cells keep the keys they had before recipes
+            **({"split_recipe": self.cfg.split_recipe} if self.cfg.split_recipe != "paper" else {}),
         }
 
     def cell_dir(self, cell: CellSpec) -> Path:
@@ -235,12 +280,13 @@ class Runner:
         if spec not in self._manifests:
             ds = self._datasets.get(spec) or open_dataset(spec, self.cfg.data_root)
             self._datasets[spec] = ds
-            self._manifests[spec] = manifest_for(ds, spec)
+            self._manifests[spec] = manifest_for(ds, spec, split_recipe=self.cfg.split_recipe)
         return self._manifests[spec]
 
     def plan(self) -> list[tuple[CellSpec, Path, str]]:
         """``(cell, directory, status)`` for every cell, teachers included."""
         self.check_names()
+        self.check_out(create=False)
         datasets = self.resolve_datasets()
         cells = expand_cells(self.cfg, datasets)
         extra = []
@@ -254,19 +300,23 @@ class Runner:
         rows = []
         for c in cells:
             d = self.cell_dir(c)
-            rows.append((c, d, store.cell_status(d)))
+            rows.append((c, d, self.cell_state(d)))
         return rows
 
     # ---------------------------------------------------------------- running
     def run(self) -> int:
         """Run every cell; returns the number of failed cells."""
         rows = self.plan()
+        self.check_out(create=True)
         total = len(rows)
         todo = [r for r in rows if self.cfg.force or r[2] != "done"]
         self.echo(
             f"grid: {total} cell(s), {total - len(todo)} already done, {len(todo)} to run "
             f"→ {self.out}"
         )
+        if self.legacy_cells:
+            self.echo(f"warning: {len(self.legacy_cells)} done cell(s) predate checksums and were checked "
+                      f"for readability only; re-run them with --force to record checksums.")
         failed = 0
         durations: list[float] = []
         done_count = total - len(todo)
@@ -279,6 +329,8 @@ class Runner:
             self.echo(
                 f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
             )
+            if _status == "damaged":
+                self._announce_damage(path)
             t0 = time.time()
             outcome = self.run_locked(cell, path, wait=False)
             if outcome == "busy":
@@ -300,16 +352,22 @@ class Runner:
 
         return run_locked(self, cell, path, wait=wait)
 
+    def _announce_damage(self, path: Path) -> None:
+        problems = self._damage.get(path, ["unknown damage"])
+        self.echo(f"  recomputing a damaged cell: {'; '.join(problems)}")
+
     def run_cell(self, cell: CellSpec, path: Path) -> bool:
         """Train, predict and evaluate one cell (its lock held). Returns ``True`` on success; failures
         are recorded."""
-        if self.cfg.force and path.exists():
+        if (self.cfg.force or path in self._damage) and path.exists():
             from benchmark.locks import GUARD, LOCK
 
             for child in path.iterdir():  # keep the lock this process holds
                 if child.name not in (LOCK, GUARD):
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
+            self._damage.pop(path, None)
         path.mkdir(parents=True, exist_ok=True)
+        store.remove_orphan_temps(path)
         (path / store.FAILED).unlink(missing_ok=True)
         logfile = path / "run.log"
         handler = logging.FileHandler(logfile)
@@ -323,7 +381,7 @@ class Runner:
             return True
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the grid
+        except Exception as exc:  # a failing cell must not stop the grid
             log.exception("cell failed: %s", cell.label())
             store.atomic_write_json(
                 path / store.FAILED,
@@ -364,6 +422,8 @@ class Runner:
                 "needs": sorted(cls.needs),
                 "supervision": sorted(cls.needs),
                 "approximation": cls.approximation,
+                "approximation_tag": getattr(cls, "approximation_tag", None), "teacher": cls.teacher,
+                "split_recipe": self.cfg.split_recipe,
                 "profile_config": self.cfg.profile.to_dict() if cls.deep else None,
             },
         )
@@ -375,7 +435,9 @@ class Runner:
         if cls.teacher:
             tcell = CellSpec(cls.teacher, cell.dataset, cell.ratio, cell.seed, ())
             tdir = self.cell_dir(tcell)
-            if store.cell_status(tdir) != "done":
+            if self.cell_state(tdir) != "done":
+                if tdir in self._damage:
+                    self._announce_damage(tdir)
                 self.echo(f"  training teacher {cls.teacher!r} first")
                 if self.run_locked(tcell, tdir, wait=True) != "done":
                     raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
@@ -409,6 +471,7 @@ class Runner:
         patch_table, image_table = evaluate_both_protocols(split, pred_map)
         patch_table.to_csv(path / "metrics_patch.csv", index=False)
         image_table.to_csv(path / "metrics_image.csv", index=False)
+        val_table = self._evaluate_val(method, split, path)  # for selection (sweeps); never for Table 1
 
         from benchmark.evaluation import summarize
 
@@ -417,8 +480,8 @@ class Runner:
             "image": {m: summarize(image_table, mode=m) for m in ("mean", "aggregated")},
         }
         extra = getattr(method, "fit_info", None)
-        store.atomic_write_json(
-            path / store.DONE,
+        store.seal_cell(
+            path,
             {
                 "summary": summary,
                 "fit_seconds": fit_s,
@@ -428,6 +491,7 @@ class Runner:
                 "n_unlabeled": len(split.train.unlabeled),
                 "n_test_patches": len(patches),
                 "n_test_images": len(split.test_images),
+                "n_val_patches": len(val_table),
                 "fit_info": extra if isinstance(extra, dict) else None,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
@@ -435,6 +499,17 @@ class Runner:
         aji = summary["patch"]["mean"].get("aji")
         self.echo(f"  done in {_fmt_secs(time.time() - t0)}: patch AJI {aji:.4f}" if aji is not None
                   else "  done")
+
+    def _evaluate_val(self, method: Method, split, path: Path):
+        """Per-patch metrics of the validation patches, written to ``metrics_val.csv`` (empty table
+        when the split has none)."""
+        from benchmark.evaluation import evaluate_patches
+
+        val = list(split.train.val)
+        preds = predict_in_chunks(method, [p.image for p in val], progress=self.cfg.progress) if val else []
+        table = evaluate_patches(val, preds, protocol="patch")
+        table.to_csv(path / "metrics_val.csv", index=False)
+        return table
 
 
 def _ddp_key(cls: type[Method]) -> dict[str, Any]:
@@ -449,10 +524,10 @@ def predict_in_chunks(
     method: Method, images: Sequence[np.ndarray], *, chunk: int = 16, progress: bool = True
 ) -> list[np.ndarray]:
     """``method.predict`` over ``images`` in chunks (with a progress bar), validating the contract."""
-    from tqdm.auto import tqdm
+    from benchmark.progress import progress_bar
 
     out: list[np.ndarray] = []
-    bar = tqdm(total=len(images), desc="predict", unit="patch", disable=not progress, leave=False)
+    bar = progress_bar(len(images), desc="predict", unit="patch", enabled=progress, leave=False)
     for start in range(0, len(images), chunk):
         batch = list(images[start : start + chunk])
         preds = method.predict(batch)

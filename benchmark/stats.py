@@ -7,6 +7,12 @@ markers (``†`` p < 0.001, ``‡`` p < 0.05)::
     for r in rows:
         print(r.method, r.result.mean_diff, r.p_adjusted, r.marker)
 
+The suite's default (:func:`compare_images`) treats the *test image* as the unit: patches of one image
+overlap and are not independent. It reports the mean ΔAJI, a 95 % paired bootstrap interval that
+resamples whole images (with all their patches) and seeds, and the p-value of an image-level paired
+sign-flip permutation test; :func:`direction_marker` turns (Δ, p) into direction-aware markers.
+:func:`paired_test` on per-patch values is the paper's protocol (``--test wilcoxon-patch``).
+
 Degenerate inputs give clear results with a ``note`` rather than exceptions: identical methods
 (all differences zero) → ``p = 1.0``; fewer than 6 non-zero differences for Wilcoxon (its exact
 two-sided p cannot go below 0.03) → a ``"n<6: too few pairs"`` note; pairs with a NaN are dropped and
@@ -32,6 +38,14 @@ __all__ = [
     "adjust_pvalues",
     "bootstrap_ci",
     "compare_to_reference",
+    "ImageComparison",
+    "unit_image",
+    "image_sums",
+    "image_bootstrap",
+    "image_permutation_test",
+    "compare_images",
+    "direction_marker",
+    "MARKERS",
 ]
 
 TESTS = ("wilcoxon", "ttest")
@@ -285,3 +299,161 @@ def compare_to_reference(values: Mapping[str, Sequence[float]], reference: str, 
         Comparison(k, reference, r, float(pa), significance_marker(float(pa)))
         for k, r, pa in zip(names, results, adj)
     ]
+
+
+# ------------------------------------------------------------------------------ image-level inference
+#: marker -> meaning; "worse"/"better" are the compared method relative to the reference.
+MARKERS = {
+    "†": "reference significantly better, p < 0.001",
+    "‡": "reference significantly better, p < 0.05",
+    "⇑": "significantly better than the reference, p < 0.001",
+    "↑": "significantly better than the reference, p < 0.05",
+}
+#: exact enumeration of all sign flips up to this many images (2**16 = 65,536 flips).
+EXACT_PERMUTATION_MAX = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageComparison:
+    """A method against the reference with the test image as the unit.
+
+    Attributes:
+        delta: mean per-unit AJI difference (method − reference), averaged over seeds: the difference
+            of the two table scores under the ``mean`` aggregation.
+        ci_low, ci_high: percentile interval of ``delta`` from the paired image (and seed) bootstrap.
+        p_value: two-sided p of the test named by ``test`` (before any correction).
+        n_images: test images (resampling units); n_units: patches (or images) per seed.
+        n_seeds: seeds paired between the two methods.
+        test: ``"permutation"`` (image-level sign flips) or ``"wilcoxon-patch"`` (the paper's).
+        note: remarks (unpaired seeds, too few images, ...).
+    """
+
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_images: int
+    n_units: int
+    n_seeds: int
+    test: str
+    note: str = ""
+
+
+def unit_image(unit_id: str) -> str:
+    """The test image a unit belongs to: ``"img@128_256"`` → ``"img"``; a whole image is its own."""
+    name, sep, _ = str(unit_id).rpartition("@")
+    return name if sep else str(unit_id)
+
+
+def image_sums(diff: Any, images: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-image sums of a per-unit difference matrix.
+
+    Args:
+        diff: ``(n_seeds, n_units)`` differences (method − reference), one row per paired seed.
+        images: the image of each unit (length ``n_units``).
+
+    Returns:
+        ``(S, C, names)``: ``S[s, i]`` = Σ of seed ``s``'s differences over image ``i``'s units,
+        ``C[i]`` = number of units of image ``i``, ``names`` in first-seen order.
+    """
+    d = np.atleast_2d(np.asarray(diff, dtype=np.float64))
+    if d.shape[1] != len(images):
+        raise ValueError(f"diff has {d.shape[1]} units but {len(images)} image names were given")
+    names = list(dict.fromkeys(images))
+    index = {n: i for i, n in enumerate(names)}
+    member = np.zeros((len(images), len(names)))
+    member[np.arange(len(images)), [index[n] for n in images]] = 1.0
+    return d @ member, member.sum(axis=0), names
+
+
+def image_bootstrap(S: Any, C: Any, n_boot: int = 10000, ci: float = 0.95,
+                    seed: int = 0) -> tuple[float, float]:
+    """Paired bootstrap interval of Δ = mean over seeds of (Σ_i S[s,i] / Σ_i C[i]).
+
+    Each resample draws ``n_images`` images with replacement (an image brings all its units) and,
+    independently, ``n_seeds`` seeds with replacement. Same inputs and ``seed`` → same interval.
+    """
+    S = np.atleast_2d(np.asarray(S, dtype=np.float64))
+    C = np.asarray(C, dtype=np.float64)
+    if not (0.0 < ci < 1.0) or int(n_boot) < 1:
+        raise ValueError(f"need 0 < ci < 1 and n_boot >= 1, got ci={ci!r}, n_boot={n_boot!r}")
+    n_seeds, n_img = S.shape
+    if n_img == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=int(n_boot)).astype(np.float64)
+    v = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=int(n_boot)).astype(np.float64)
+    per_seed = (w @ S.T) / (w @ C)[:, None]
+    deltas = (v * per_seed).sum(axis=1) / n_seeds
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.percentile(deltas, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(low), float(high)
+
+
+def image_permutation_test(S: Any, C: Any, n_perm: int = 20000, seed: int = 0) -> float:
+    """Two-sided paired sign-flip permutation p of Σ_i T_i / Σ_i C_i, T_i = seed mean of S[:, i].
+
+    Under the null the sign of each image's difference is exchangeable. Exact over all ``2**n``
+    flips up to :data:`EXACT_PERMUTATION_MAX` images (so with ``n`` images p ≥ ``2 / 2**n``: 1/32
+    for 6 images), else ``n_perm`` seeded random flips with p = (1 + #extreme) / (1 + n_perm).
+    """
+    S = np.atleast_2d(np.asarray(S, dtype=np.float64))
+    t = S.mean(axis=0)
+    n = t.size
+    if n == 0:
+        return float("nan")
+    obs = abs(t.sum())
+    if obs == 0.0:
+        return 1.0
+    tol = 1e-12 * max(1.0, float(np.abs(t).sum()))
+    if n <= EXACT_PERMUTATION_MAX:
+        codes = np.arange(2**n, dtype=np.int64)[:, None]
+        signs = 1.0 - 2.0 * ((codes >> np.arange(n)) & 1)
+        return float(np.mean(np.abs(signs @ t) >= obs - tol))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(int(n_perm), n))
+    return float((1 + np.sum(np.abs(signs @ t) >= obs - tol)) / (1 + int(n_perm)))
+
+
+def compare_images(a: Any, b: Any, units: Sequence[str], test: str = "permutation", *,
+                   n_boot: int = 10000, seed: int = 0) -> ImageComparison:
+    """Method ``a`` against reference ``b``, the test image as the unit.
+
+    Args:
+        a, b: ``(n_seeds, n_units)`` per-unit AJI of the method and of the reference, rows paired by
+            seed, columns by unit (patch ids ``image@r_c`` or whole-image names).
+        units: the unit ids (the image of a unit is :func:`unit_image`).
+        test: ``"permutation"`` (default) or ``"wilcoxon-patch"``: the paper's signed-rank test on
+            per-unit values averaged over seeds (treats overlapping patches as independent).
+        n_boot, seed: bootstrap resamples and the fixed seed of bootstrap and permutations.
+    """
+    if test not in ("permutation", "wilcoxon-patch"):
+        raise ValueError(f"test must be 'permutation' or 'wilcoxon-patch', got {test!r}")
+    x = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    y = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if x.shape != y.shape or x.shape[1] != len(units):
+        raise ValueError(f"a {x.shape}, b {y.shape} and {len(units)} unit ids do not pair up")
+    keep = ~np.isnan(x - y).any(axis=0)
+    x, y, kept = x[:, keep], y[:, keep], [u for u, k in zip(units, keep) if k]
+    notes = [f"dropped {int((~keep).sum())} unit(s) with NaN"] if not keep.all() else []
+    S, C, names = image_sums(x - y, [unit_image(u) for u in kept])
+    n_img = len(names)
+    if n_img < 5:
+        notes.append(f"only {n_img} test image(s): the test has almost no power")
+    delta = float(np.mean(S.sum(axis=1) / C.sum())) if n_img else float("nan")
+    low, high = image_bootstrap(S, C, n_boot=n_boot, seed=seed)
+    if test == "permutation":
+        p = image_permutation_test(S, C, seed=seed)
+    else:
+        p = paired_test(x.mean(axis=0), y.mean(axis=0), test="wilcoxon").p_value
+    return ImageComparison(delta, low, high, float(p), n_img, len(kept), x.shape[0], test, "; ".join(notes))
+
+
+def direction_marker(delta: float, p: float) -> str:
+    """Direction-aware markers (see :data:`MARKERS`): † / ‡ when the method is significantly *worse*
+    than the reference (the paper's meaning), ⇑ / ↑ when it is significantly *better*."""
+    if p is None or delta is None or math.isnan(p) or math.isnan(delta) or delta == 0 or p >= 0.05:
+        return ""
+    if delta < 0:
+        return "†" if p < 0.001 else "‡"
+    return "⇑" if p < 0.001 else "↑"

@@ -29,17 +29,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.data.synthetic import SyntheticDataset  # noqa: E402
-from benchmark.profiles import PROFILES  # noqa: E402
-from methods.bass.method import (  # noqa: E402
+from benchmark.data.synthetic import SyntheticDataset
+from benchmark.profiles import PROFILES
+from methods.bass.method import (
     BassCodeMethod,
     BassLRDMethod,
     BassMethod,
     BassNMHLRDMethod,
     BassNMHMethod,
 )
-from methods.core.model import build_model, resolve_backbone_init  # noqa: E402
-from methods.core.targets import TrainSample, sample_to_target  # noqa: E402
+from methods.core.model import build_model, resolve_backbone_init
+from methods.core.targets import TrainSample, sample_to_target
 
 VARIANTS = {c.name: c for c in (BassMethod, BassNMHMethod, BassLRDMethod, BassNMHLRDMethod, BassCodeMethod)}
 

@@ -31,10 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.data.synthetic import SyntheticDataset  # noqa: E402
-from benchmark.profiles import PROFILES  # noqa: E402
-from methods.core.model import build_model  # noqa: E402
-from methods.core.targets import TrainSample, sample_to_target  # noqa: E402
+from benchmark.data.synthetic import SyntheticDataset
+from benchmark.profiles import PROFILES
+from methods.core.model import build_model
+from methods.core.targets import TrainSample, sample_to_target
 
 DEFAULT_CONFIGS = "resnet18:256,resnet18:512,resnet50:256,resnet50:512,resnet18:800"
 

@@ -31,6 +31,10 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
     """The dataset's files are not where we looked."""
 
 
+class DataWarning(UserWarning):
+    """Questionable input that was accepted (the message names the file and what was dropped)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageRecord:
     """One whole image of a dataset.
@@ -90,10 +94,15 @@ class Dataset(abc.ABC):
         self.root = Path(root).expanduser() if root is not None else default_data_root() / self.name
 
     def is_present(self) -> bool:
-        """Whether the data can be found (cheap, no parsing)."""
+        """Whether the data can be found (cheap, no parsing).
+
+        Raises:
+            DatasetError: the files are there but inconsistent (duplicate stems, orphan labels...);
+                only an absent dataset (:class:`DatasetNotFoundError`) counts as "not present".
+        """
         try:
             return len(self.image_names()) > 0
-        except DatasetError:
+        except DatasetNotFoundError:
             return False
 
     @abc.abstractmethod

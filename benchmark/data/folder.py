@@ -9,7 +9,8 @@ Generic folder layout (``folder:PATH`` on the command line)::
 An image without a label file is *unannotated*: it can only feed the unlabeled pool. A label without an
 image, two images (or two labels) sharing a stem, or an ``images/`` folder without images is an error.
 
-TOML form (``folder:PATH/dataset.toml`` or just ``PATH/dataset.toml``)::
+TOML form (``folder:PATH/dataset.toml``, ``PATH/dataset.toml``, or ``folder:PATH`` with a
+``dataset.toml`` inside PATH, which is then always read)::
 
     name = "my-nuclei"          # optional; default: the folder's name
     images = "images"           # optional; relative to the TOML file
@@ -42,6 +43,9 @@ from benchmark.data.base import (
     default_data_root,
     sha256_file,
 )
+
+#: a folder dataset's description file, read when it sits beside ``images/`` (``folder:PATH``).
+DATASET_TOML = "dataset.toml"
 
 #: label-source kinds understood by :class:`FileDataset`.
 LABEL_KINDS = ("map", "aperio_xml", "roi_zip")
@@ -228,10 +232,10 @@ class FileDataset(Dataset):
         if src.kind == "map":
             return dio.read_label(ref.suffix_path, expected_shape=shape, data=ref.read_bytes(), name=str(ref))
         if src.kind == "aperio_xml":
-            polys, _ = dio.read_aperio_xml(ref.path)
-            return dio.rasterize_polygons(
-                dio.aperio_to_pixel_polygons(polys), shape, overlap=self.label_options().get("overlap", "later")
-            )
+            regions, degenerate = dio.read_aperio_regions(ref.path)
+            polys = dio.aperio_to_pixel_polygons([verts for _, verts in regions])
+            dio.check_region_polygons(list(zip([r for r, _ in regions], polys)), degenerate, shape, str(ref))
+            return dio.rasterize_polygons(polys, shape, overlap=self.label_options().get("overlap", "later"))
         if src.kind == "roi_zip":
             raw = ref.read_bytes()
             polys, _ = dio.read_imagej_roi_zip(raw if raw is not None else ref.path, name=str(ref))
@@ -250,6 +254,14 @@ def list_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name.startswith("."):
             continue
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = p.name.encode("utf-8", "surrogateescape")
+            raise DatasetError(
+                f"{folder}: file name {raw!r} is not valid UTF-8; the suite records file names in its "
+                f"manifests and results, so rename the file (e.g. to ASCII)."
+            ) from None
         name_l = p.name.lower()
         suffix = next((s for s in suffixes if name_l.endswith(s)), None)
         if suffix is None:
@@ -343,6 +355,21 @@ class FolderDataset(FileDataset):
             stem: IndexEntry(FileRef(p), LabelSource("map", FileRef(labels[stem])) if stem in labels else None)
             for stem, p in images.items()
         }
+
+
+def folder_dataset_name(path: Path) -> str:
+    """The name of the folder dataset at ``path`` (a folder or a ``.toml``), without parsing errors:
+    the TOML's ``name`` if readable, else the folder's name (sanitised)."""
+    import tomllib
+
+    toml_path = path if path.suffix.lower() == ".toml" else path / DATASET_TOML
+    name = path.parent.name if path.suffix.lower() == ".toml" else path.name
+    try:
+        conf = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        name = str(conf.get("name") or name)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        pass  # opening the dataset reports a broken TOML with its file name
+    return _sanitize_name(name)
 
 
 def _sanitize_name(name: str) -> str:
@@ -452,6 +479,8 @@ def dataset_from_spec(spec: str, data_root: str | Path | None = None, **options:
         if not path.is_absolute():
             candidates.append((Path(data_root).expanduser() if data_root else default_data_root()) / path)
         for cand in candidates:
+            if cand.is_dir() and (cand / DATASET_TOML).is_file():
+                return FolderDataset(cand / DATASET_TOML, **options)  # never ignored silently
             if cand.exists():
                 return FolderDataset(cand, **options)
         raise DatasetNotFoundError(

@@ -4,7 +4,7 @@ Every function here either returns data in the suite's canonical form or raises
 :class:`benchmark.data.base.DatasetError` with a message that names the file and says how to fix it;
 no numpy/tifffile traceback reaches the user.
 
-Canonical forms and the conversions applied (documented in the README, "Input rules"):
+Canonical forms and the conversions applied (documented in docs/data-and-splits.md, "Input rules"):
 
 * **Images** -> ``uint8 (H, W, 3)`` RGB.
   - RGBA: the alpha channel is dropped.
@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.base import DatasetError
+from benchmark.data.base import DatasetError, DataWarning
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -82,7 +84,7 @@ def _read_raw(path: Path | str, what: str, data: bytes | None = None) -> np.ndar
             )
     except DatasetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every reader error becomes a DatasetError
+    except Exception as exc:  # every reader error becomes a DatasetError
         raise DatasetError(
             f"{path}: cannot read {what} ({type(exc).__name__}: {exc}). The file is corrupt, truncated "
             f"or not a {suffix.lstrip('.').upper()} file: re-download or re-export it."
@@ -274,7 +276,7 @@ def _parse_xml_bytes(data: bytes, source: str):
     from xml.etree.ElementTree import ParseError
 
     try:
-        return DET.fromstring(data)
+        return DET.fromstring(data, forbid_dtd=True)
     except defusedxml.DefusedXmlException as exc:
         raise DatasetError(
             f"{source}: XML refused for safety ({type(exc).__name__}: {exc}). Annotation files must not "
@@ -298,43 +300,88 @@ def read_aperio_xml(path: str | Path) -> tuple[list[np.ndarray], int]:
         3 vertices, in file order, and the number of regions skipped for having fewer than 3.
 
     Raises:
-        DatasetError: missing, unreadable, malformed or entity-declaring XML, non-numeric coordinates,
-            or a root element other than ``<Annotations>``.
+        DatasetError: see :func:`read_aperio_regions`.
+    """
+    regions, degenerate = read_aperio_regions(path)
+    return [verts for _, verts in regions], len(degenerate)
+
+
+def _read_xml_file(path: Path) -> bytes:
+    try:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: cannot read annotation ({type(exc).__name__}: {exc}); the file is "
+                           f"corrupt or truncated: re-download it.") from exc
+
+
+def read_aperio_regions(path: str | Path) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """Like :func:`read_aperio_xml`, with region ids: ``([(id, (N, 2) X/Y vertices)], degenerate_ids)``.
+
+    Raises:
+        DatasetError: missing, unreadable, malformed or DTD/entity-declaring XML, non-numeric or
+            non-finite (NaN/inf) coordinates, or a root element other than ``<Annotations>``.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: annotation file not found.")
-    try:
-        if path.suffix.lower() == ".gz":
-            with gzip.open(path, "rb") as fh:
-                data = fh.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot read annotation ({exc}); re-download it.") from exc
-    root = _parse_xml_bytes(data, str(path))
+    root = _parse_xml_bytes(_read_xml_file(path), str(path))
     if root.tag != "Annotations":
         raise DatasetError(
             f"{path}: root element is <{root.tag}>, expected <Annotations> (Aperio ImageScope format as "
             f"released by MoNuSeg). Use the original annotation file."
         )
-    polygons: list[np.ndarray] = []
-    degenerate = 0
+    regions: list[tuple[str, np.ndarray]] = []
+    degenerate: list[str] = []
     for region in root.iter("Region"):
+        rid = region.attrib.get("Id", "?")
         verts = []
         for v in region.iter("Vertex"):
             try:
                 verts.append((float(v.attrib["X"]), float(v.attrib["Y"])))
             except (KeyError, ValueError) as exc:
                 raise DatasetError(
-                    f"{path}: Region Id={region.attrib.get('Id', '?')} has a vertex without numeric X/Y "
+                    f"{path}: Region Id={rid} has a vertex without numeric X/Y "
                     f"({exc}). The file is corrupt: re-download it."
                 ) from exc
+        arr = np.asarray(verts, dtype=np.float64).reshape(-1, 2)
+        if not np.isfinite(arr).all():
+            raise DatasetError(f"{path}: Region Id={rid} has NaN or infinite vertex coordinates; the region "
+                               f"cannot be drawn. Fix or delete that region.")
         if len(verts) < 3:
-            degenerate += 1
+            degenerate.append(rid)
             continue
-        polygons.append(np.asarray(verts, dtype=np.float64))
-    return polygons, degenerate
+        regions.append((rid, arr))
+    return regions, degenerate
+
+
+def check_region_polygons(
+    regions: Sequence[tuple[str, np.ndarray]], degenerate: Sequence[str], shape: tuple[int, int], source: str
+) -> None:
+    """Refuse regions mostly outside the image; warn about dropped (degenerate) regions.
+
+    ``regions`` hold pixel-centre ``(row, col)`` polygons. A polygon with more than half its vertices
+    outside the ``shape`` image cannot be meant (clipping would paint a fake nucleus at the border).
+    """
+    h, w = shape
+    outside = []
+    for rid, poly in regions:
+        out = (poly[:, 0] < -0.5) | (poly[:, 0] > h - 0.5) | (poly[:, 1] < -0.5) | (poly[:, 1] > w - 0.5)
+        if out.mean() > 0.5:
+            outside.append(rid)
+    if outside:
+        raise DatasetError(
+            f"{source}: region(s) Id={', '.join(outside[:10])} lie mostly outside the {h}x{w} image "
+            f"(more than half their vertices); they cannot belong to it. Fix or delete them."
+        )
+    if degenerate and not regions:
+        warnings.warn(f"{source}: all {len(degenerate)} region(s) have fewer than 3 vertices; the image's "
+                      f"ground truth is EMPTY (no nucleus).", DataWarning, stacklevel=2)
+    elif degenerate:
+        warnings.warn(f"{source}: region(s) Id={', '.join(degenerate[:10])} have fewer than 3 vertices and "
+                      f"were dropped.", DataWarning, stacklevel=2)
 
 
 def aperio_to_pixel_polygons(polygons: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -378,7 +425,7 @@ def read_imagej_roi_zip(source: str | Path | bytes, name: str | None = None) -> 
         for member in members:
             try:
                 roi = roifile.ImagejRoi.frombytes(zf.read(member))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise DatasetError(
                     f"{label}: ROI {member!r} cannot be parsed ({type(exc).__name__}: {exc}); "
                     f"re-export the ROI set from ImageJ."

@@ -29,7 +29,7 @@ def _holder_text(info: dict[str, Any]) -> str:
     return f"{info.get('executor', '?')} pid {info.get('pid')} on {info.get('host')}{job}"
 
 
-def run_locked(runner: "Runner", cell: "CellSpec", path: Path, *, wait: bool) -> str:
+def run_locked(runner: Runner, cell: CellSpec, path: Path, *, wait: bool) -> str:
     """Claim, run and release one cell.
 
     Args:
@@ -49,18 +49,18 @@ def run_locked(runner: "Runner", cell: "CellSpec", path: Path, *, wait: bool) ->
         return _run_locked_ddp(runner, cell, path, ctx, kwargs)
     if wait:
         lock = locks.claim(
-            path, until=lambda: store.cell_status(path) == "done",
+            path, until=lambda: _is_done(runner, path),
             on_wait=lambda info: runner.echo(f"  waiting: {cell.label()} is held by {_holder_text(info)}"),
             **kwargs)
     else:
         lock = locks.try_claim(path, **kwargs)
     if lock is None:
-        return DONE if store.cell_status(path) == "done" else BUSY
+        return DONE if _is_done(runner, path) else BUSY
     try:
         if lock.took_over:
             runner.echo(f"  took over the stale lock of {cell.label()}: {lock.took_over}")
             _log_takeover(path, lock.took_over)
-        if store.cell_status(path) == "done" and not (cfg.force and not _forced(runner, path)):
+        if _is_done(runner, path) and not (cfg.force and not _forced(runner, path)):
             return DONE
         if cfg.force:
             _forced(runner, path, mark=True)
@@ -73,7 +73,12 @@ def run_locked(runner: "Runner", cell: "CellSpec", path: Path, *, wait: bool) ->
         lock.release()
 
 
-def _forced(runner: "Runner", path: Path, mark: bool = False) -> bool:
+def _is_done(runner: Runner, path: Path) -> bool:
+    """Done, and not found damaged by this run's plan (a damaged cell is recomputed)."""
+    return store.cell_status(path) == "done" and path not in getattr(runner, "_damage", {})
+
+
+def _forced(runner: Runner, path: Path, mark: bool = False) -> bool:
     """``--force`` recomputes a cell once per ``run``, not once per worker that meets it."""
     seen = runner.__dict__.setdefault("_forced_paths", set())
     if mark:
@@ -95,17 +100,17 @@ def record_crash(path: Path, exc: BaseException, what: str) -> None:
     })
 
 
-def _run_locked_ddp(runner: "Runner", cell: "CellSpec", path: Path, ctx, kwargs: dict) -> str:
+def _run_locked_ddp(runner: Runner, cell: CellSpec, path: Path, ctx, kwargs: dict) -> str:
     """Under DDP: rank 0 claims (waiting) and decides; every rank trains; rank 0 alone writes the cell,
     rank ``r > 0`` works in ``<cell>/.ddp-rank<r>/`` (removed afterwards)."""
     import shutil
 
     lock = None
     if ctx.rank == 0:
-        lock = locks.claim(path, until=lambda: store.cell_status(path) == "done", **kwargs)
+        lock = locks.claim(path, until=lambda: _is_done(runner, path), **kwargs)
         if lock is not None and lock.took_over:
             _log_takeover(path, lock.took_over)
-    needed = lock is not None and (store.cell_status(path) != "done" or
+    needed = lock is not None and (not _is_done(runner, path) or
                                    (runner.cfg.force and not _forced(runner, path)))
     try:
         if not distributed.broadcast(needed):

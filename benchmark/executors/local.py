@@ -45,8 +45,8 @@ def _init_worker(slots, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _work(cfg: "GridConfig", cell: "CellSpec", path: str) -> tuple[str, int]:
-    """One cell on this worker; returns ``(outcome, pid)``."""
+def _work(cfg: GridConfig, cell: CellSpec, path: str, damage: list | None) -> tuple[str, int]:
+    """One cell on this worker (``damage``: what the planner found wrong with it); ``(outcome, pid)``."""
     from benchmark.runner import Runner
 
     runner = _WORKER.get("runner")
@@ -57,10 +57,12 @@ def _work(cfg: "GridConfig", cell: "CellSpec", path: str) -> tuple[str, int]:
         runner.executor_name = "local"
         _WORKER["runner"] = runner
     runner.manifest(cell.dataset)
+    if damage:
+        runner._damage[Path(path)] = damage
     return runner.run_locked(cell, Path(path), wait=True), os.getpid()
 
 
-def teacher_of(cell: "CellSpec") -> "CellSpec | None":
+def teacher_of(cell: CellSpec) -> CellSpec | None:
     from benchmark.runner import CellSpec
 
     teacher = get_method(cell.method).teacher
@@ -80,9 +82,10 @@ class _Pool:
                                         initargs=(queue, max(1, torch.get_num_threads() // n_cpu)))
 
 
-def run_local(runner: "Runner", opts: "ExecOptions") -> int:
+def run_local(runner: Runner, opts: ExecOptions) -> int:
     """Run the grid of ``runner`` on ``local`` workers. Returns the number of failed cells."""
     rows = runner.plan()
+    runner.check_out(create=True)
     todo = [(c, p) for c, p, st in rows if runner.cfg.force or st != "done"]
     slots = opts.slots()
     runner.echo(f"grid: {len(rows)} cell(s), {len(rows) - len(todo)} already done, {len(todo)} to run "
@@ -95,7 +98,8 @@ def run_local(runner: "Runner", opts: "ExecOptions") -> int:
     try:
         while pending or running:
             for cell in [c for c in pending if _ready(c, pending, running)]:
-                running[pool.pool.submit(_work, runner.cfg, cell, str(pending[cell]))] = cell
+                path = pending[cell]
+                running[pool.pool.submit(_work, runner.cfg, cell, str(path), runner._damage.get(path))] = cell
                 runner.echo(f"  queued {cell.label()}")
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             broken = False
@@ -112,7 +116,7 @@ def run_local(runner: "Runner", opts: "ExecOptions") -> int:
                     else:
                         pending[cell] = path
             if broken:
-                for fut, cell in list(running.items()):  # the pool is gone: hand these out again
+                for cell in list(running.values()):  # the pool is gone: hand these out again
                     pending.setdefault(cell, Path(runner.cell_dir(cell)))
                 running.clear()
                 pool.pool.shutdown(wait=True, cancel_futures=True)
@@ -126,14 +130,14 @@ def run_local(runner: "Runner", opts: "ExecOptions") -> int:
     return failed
 
 
-def _ready(cell: "CellSpec", pending: dict, running: dict) -> bool:
+def _ready(cell: CellSpec, pending: dict, running: dict) -> bool:
     if cell in running.values():
         return False
     teacher = teacher_of(cell)
     return teacher is None or (teacher not in pending)
 
 
-def _crashed(runner: "Runner", cell: "CellSpec", path: Path, exc: BaseException, crashes: dict) -> bool:
+def _crashed(runner: Runner, cell: CellSpec, path: Path, exc: BaseException, crashes: dict) -> bool:
     """Count a worker death on ``cell``; ``True`` (recorded as failed) after :data:`MAX_CRASHES`."""
     crashes[cell] = crashes.get(cell, 0) + 1
     runner.echo(f"  the worker of {cell.label()} died ({crashes[cell]}/{MAX_CRASHES})")

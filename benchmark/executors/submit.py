@@ -34,8 +34,9 @@ QUEUED = "queued.json"
 DEFAULT_LOCAL_TIMEOUT_MIN = 24 * 60
 
 
-def run_cell_job(cfg: "GridConfig", cell: "CellSpec", path: str) -> str:
-    """The function each submitit job runs: one cell, through its lock. Returns the outcome."""
+def run_cell_job(cfg: GridConfig, cell: CellSpec, path: str, damage: list | None = None) -> str:
+    """The function each submitit job runs: one cell, through its lock (``damage``: what the planner
+    found wrong with it). Returns the outcome."""
     from benchmark.runner import Runner
 
     runner = Runner(cfg, echo=lambda m: print(m, file=sys.stderr, flush=True))
@@ -49,6 +50,8 @@ def run_cell_job(cfg: "GridConfig", cell: "CellSpec", path: str) -> str:
 
             runner.cfg = dataclasses.replace(cfg, device=distributed.init_from_env(cfg.device))
         runner.manifest(cell.dataset)
+        if damage:
+            runner._damage[Path(path)] = damage
         return runner.run_locked(cell, Path(path), wait=True)
     except Exception as exc:  # noqa: BLE001 - recorded like an inline failure, never a debugger
         traceback.print_exc()
@@ -56,7 +59,7 @@ def run_cell_job(cfg: "GridConfig", cell: "CellSpec", path: str) -> str:
         return FAILED
 
 
-def make_executor(opts: "ExecOptions", folder: Path, tasks: int = 1):
+def make_executor(opts: ExecOptions, folder: Path, tasks: int = 1):
     """A configured ``submitit.AutoExecutor`` for ``opts`` (all options validated beforehand)."""
     import submitit
 
@@ -85,10 +88,11 @@ def make_executor(opts: "ExecOptions", folder: Path, tasks: int = 1):
     return ex
 
 
-def _submit_array(ex, cfg, cells: list, paths: list, opts: "ExecOptions") -> list:
+def _submit_array(ex, runner, cells: list, paths: list, opts: ExecOptions) -> list:
     if not cells:
         return []
-    jobs = ex.map_array(run_cell_job, [cfg] * len(cells), cells, [str(p) for p in paths])
+    jobs = ex.map_array(run_cell_job, [runner.cfg] * len(cells), cells, [str(p) for p in paths],
+                        [runner._damage.get(p) for p in paths])
     for cell, path, job in zip(cells, paths, jobs):
         path.mkdir(parents=True, exist_ok=True)
         store.atomic_write_json(path / QUEUED, {
@@ -99,9 +103,10 @@ def _submit_array(ex, cfg, cells: list, paths: list, opts: "ExecOptions") -> lis
     return jobs
 
 
-def submit_grid(runner: "Runner", opts: "ExecOptions") -> int:
+def submit_grid(runner: Runner, opts: ExecOptions) -> int:
     """Submit the cells still to do. Returns the number of failed cells (0 unless waiting)."""
     rows = runner.plan()
+    runner.check_out(create=True)
     todo = [(c, p) for c, p, st in rows if runner.cfg.force or st != "done"]
     runner.echo(f"grid: {len(rows)} cell(s), {len(rows) - len(todo)} already done, {len(todo)} to submit "
                 f"(submitit, cluster {opts.cluster}) → {runner.out}")
@@ -114,10 +119,10 @@ def submit_grid(runner: "Runner", opts: "ExecOptions") -> int:
     todo_cells = {c for c, _ in todo}
     first = [(c, p) for c, p in todo if any(teacher_of(o) == c for o in todo_cells)]
     rest = [(c, p) for c, p in todo if (c, p) not in first]
-    jobs = _submit_array(ex, runner.cfg, [c for c, _ in first], [p for _, p in first], opts)
+    jobs = _submit_array(ex, runner, [c for c, _ in first], [p for _, p in first], opts)
     if jobs and opts.cluster == "slurm":
         ex.update_parameters(slurm_dependency="afterany:" + str(jobs[0].job_id).split("_")[0])
-    jobs += _submit_array(ex, runner.cfg, [c for c, _ in rest], [p for _, p in rest], opts)
+    jobs += _submit_array(ex, runner, [c for c, _ in rest], [p for _, p in rest], opts)
     for (cell, _), job in zip(first + rest, jobs):
         print(f"submitted job {job.job_id}: {cell.label()}", flush=True)
     if not (opts.wait or opts.cluster == "debug"):
@@ -127,7 +132,7 @@ def submit_grid(runner: "Runner", opts: "ExecOptions") -> int:
     return wait_for(runner, jobs, [p for _, p in first + rest])
 
 
-def wait_for(runner: "Runner", jobs: list, paths: list[Path]) -> int:
+def wait_for(runner: Runner, jobs: list, paths: list[Path]) -> int:
     """Block until every job ends (progress bar); the number of cells that did not finish."""
     from tqdm.auto import tqdm
 

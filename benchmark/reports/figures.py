@@ -77,6 +77,9 @@ def sweep_plot(results: Sequence[Result], option: str, out: Path) -> list[Path]:
             for m in ("dice", "aji", "pq"):
                 rows.append({"value": float(r.options[option]), "metric": m.upper() if m != "dice" else "Dice",
                              "score": 100 * r.scores[m], "series": f"{r.method} {r.dataset} {r.ratio}"})
+            if r.val_scores:  # the curve that selects the value (see sweep tables)
+                rows.append({"value": float(r.options[option]), "metric": "AJI (val)",
+                             "score": 100 * r.val_scores["aji"], "series": f"{r.method} {r.dataset} {r.ratio}"})
     if not rows:
         return []
     df = pd.DataFrame(rows)

@@ -48,7 +48,7 @@ BASS_OPTIONS: dict[str, Any] = {
     "crc_in_fusion": False,
 }
 
-#: what ``bass-code`` changes relative to ``bass`` (the released code, methods-spec.md section 1).
+#: what ``bass-code`` changes relative to ``bass`` (the choices of the released BASS code).
 CODE_OVERRIDES: dict[str, Any] = {
     "supervise": "fused",          # only the fused 28x28 output (+ the 14x14 LRD output) is supervised
     "lrd_boundary_weight": 1.0,    # plain BCE on the 14x14 output, no boundary down-weighting

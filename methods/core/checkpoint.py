@@ -44,7 +44,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+    except Exception as exc:  # any failure means the file is unusable
         raise CheckpointError(
             f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}. Delete it to start that stage afresh."
         ) from exc

@@ -209,7 +209,7 @@ def teacher_detections(
         model: a :func:`methods.core.model.build_model` model (its ``roi_heads`` a ``NucleiRoIHeads``).
         images: ``uint8 (H, W, 3)`` patches.
         tta / tta_flips / tta_scales: test-time augmentation (see the module doc).
-        batch_size: images per forward pass. device: torch device string. progress: show a tqdm bar.
+        batch_size: images per forward pass. device: torch device string. progress: show progress (``benchmark.progress``).
 
     Returns:
         per image ``{"boxes": float32 (N, 4) x1y1x2y2 in image pixels, "scores": float32 (N,),
@@ -226,9 +226,9 @@ def teacher_detections(
     base_min, base_max = tf.min_size, tf.max_size
     views = tta_views(tta, tta_flips, tta_scales)
     out: list[dict[str, np.ndarray]] = []
-    from tqdm.auto import tqdm
+    from benchmark.progress import progress_bar
 
-    bar = tqdm(total=len(images), desc="pseudo-labels", unit="patch", disable=not progress, leave=False)
+    bar = progress_bar(len(images), desc="pseudo-labels", unit="patch", enabled=progress, leave=False)
     try:
         for start in range(0, len(images), max(1, batch_size)):
             chunk = [_to_tensor(im, start + i).to(dev) for i, im in enumerate(images[start:start + batch_size])]

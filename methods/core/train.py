@@ -15,7 +15,8 @@ iterations and takes care of:
 - **checkpoints** every ``checkpoint_every`` iterations and at the end (atomic, ``weights_only``-
   loadable, with optimizer, scaler, RNG and hook state): calling :func:`train` again with the same
   ``workdir`` and ``stage`` resumes and gives, on CPU, bit-identical weights to an uninterrupted run;
-- a tqdm progress bar (iteration, losses, lr, it/s, ETA), silent with ``progress=False``;
+- progress (iteration, losses, lr, it/s, ETA): a tqdm bar on a TTY, a line per 10 % or 60 s in a log
+  (``benchmark.progress``); silent with ``progress=False`` (and on DDP ranks other than 0);
 - **DDP** when a process group of several ranks is up (``torchrun``, see :mod:`benchmark.distributed`):
   DistributedDataParallel, rank ``r`` takes batch ``i * N + r`` at iteration ``i``, lr times
   :func:`benchmark.distributed.lr_factor`, rank 0 writes checkpoints (with every rank's RNG state)
@@ -76,8 +77,13 @@ class TrainingDivergedError(RuntimeError):
         shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
         where = (f"the last good checkpoint {checkpoint} is kept" if checkpoint is not None
                  else "no checkpoint had been written yet")
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        #: what went non-finite: ``"loss"`` or ``"gradient norm"`` (finite losses, NaN/inf gradients)
+        self.what = "gradient norm" if bad == ["grad_norm"] else "loss"
+        what = ("non-finite gradient norm although every loss was finite" if self.what == "gradient norm"
+                else f"non-finite loss ({', '.join(bad)})")
         super().__init__(
-            f"training diverged at iteration {iteration}: non-finite loss ({shown}); {where}. "
+            f"training diverged at iteration {iteration}: {what} ({shown}); {where}. "
             f"Lower profile.lr, lengthen profile.warmup_iters or set profile.grad_clip, then rerun."
         )
 
@@ -203,7 +209,7 @@ def train(
         workdir: folder for the checkpoint (created if missing).
         hook: optional extension object (see the module doc) or a callable ``(StepContext) -> dict``.
         augment: augmentation applied per sample (``None`` = off).
-        progress: show a tqdm bar.
+        progress: show progress (``benchmark.progress``).
         stage: checkpoint name prefix, so one workdir can hold several stages (teacher, student).
         iterations: schedule length (default ``profile.iterations``).
         stop_after: return after this many total iterations *without* writing a checkpoint, as if
@@ -315,9 +321,9 @@ def train(
     after_fn = _hook_call(hook, "after_step")
     bar = None
     if progress and bdist.rank() == 0:
-        from tqdm.auto import tqdm
+        from benchmark.progress import progress_bar
 
-        bar = tqdm(total=total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
+        bar = progress_bar(total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
     finished = start >= total
     try:
         for it in range(start, total):
@@ -360,13 +366,13 @@ def train(
             history.append({**values, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm})
             done = it + 1
             if bar is not None:
-                bar.update(1)
                 bar.set_postfix_str(
                     f"loss={history[-1]['loss']:.3f} "
                     + " ".join(f"{k.replace('loss_', '')}={v:.3f}" for k, v in values.items())
                     + f" lr={lr:.2g}",
                     refresh=False,
                 )
+                bar.update(1)  # after the postfix, so that a log line shows this iteration's losses
             if stop_after is not None and done >= stop_after and done < total:
                 break
             if done % max(1, int(profile.checkpoint_every)) == 0 or done == total:

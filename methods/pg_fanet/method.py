@@ -4,7 +4,7 @@ The official PG-FANet (``BioMedIA-repo/PG-FANet``) is a *semantic* segmentation 
 dilated ResNet-34 encoders whose stage-1 prediction is argmax-binarised and concatenated to the stage-2
 input, multi-scale/multi-stage feature aggregation) trained as a mean teacher; instances come from
 connected components. This module carries its semi-supervised ingredients over to the shared Mask R-CNN
-core (methods-spec section 2.6, "Mask R-CNN adaptation"), and says so in ``approximation``:
+core (a "Mask R-CNN adaptation", so that every method shares one detector), and says so in ``approximation``:
 
 - **Pseudo-mask-guided two-stage mask head** (:class:`TwoStageMaskBranch`): the mask convs produce a
   14x14 stage-1 mask; its binarised prediction (logit >= 0, i.e. probability >= 0.5; no gradient) is

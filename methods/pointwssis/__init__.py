@@ -4,7 +4,7 @@ Weakly semi-supervised (``+points``): besides the labeled patches, every unlabel
 point per nucleus (its centroid, derived by the runner from the unlabeled ground truth because the
 method declares ``needs = {"points"}``; nothing else of that ground truth is seen).
 
-Pipeline (spec: ``methods-spec.md`` §2.4, Mask R-CNN adaptation):
+Pipeline (a Mask R-CNN adaptation of the SOLOv2-based original):
 
 1. **Teacher**: the supervised ``maskrcnn`` method on the labeled patches. The runner trains that cell
    first and sets :attr:`PointWSSISMethod.teacher_workdir`; without it (``check-method``, direct use)

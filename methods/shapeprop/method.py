@@ -3,8 +3,8 @@
 Weakly semi-supervised (``+boxes``): every training patch has nucleus boxes, only the labeled ones also
 have masks. The boxes of the unlabeled patches are derived by the runner from their ground truth because
 the method declares ``needs = {"boxes"}``; no mask of an unlabeled patch is ever seen. One detector is
-trained on both kinds of patches at once (no teacher, no pseudo-labels). Spec: ``methods-spec.md`` §2.5;
-reference code: ``ucbdrive/ShapeProp`` (``modeling/roi_heads/shapeprop_head``, ``mask_head``).
+trained on both kinds of patches at once (no teacher, no pseudo-labels). Reference
+code: ``ucbdrive/ShapeProp`` (``modeling/roi_heads/shapeprop_head``, ``mask_head``).
 
 The mask side is a :class:`ShapePropMaskBranch` plugged into
 :class:`~methods.core.heads.NucleiRoIHeads`:

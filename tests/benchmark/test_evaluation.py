@@ -123,3 +123,19 @@ def test_process_errors_leave_state_unchanged():
         InstanceEvaluator(protocol="tile")
     with pytest.raises(ValueError, match="before any image"):
         InstanceEvaluator().evaluate()
+
+
+def test_evaluate_patches_table_and_empty():
+    from types import SimpleNamespace
+
+    from benchmark.evaluation import TABLE_COLUMNS, evaluate_patches
+
+    gt = np.zeros((8, 8), np.int32)
+    gt[2:5, 2:5] = 1
+    patches = [SimpleNamespace(id="v@0_0", label=gt), SimpleNamespace(id="v@0_128", label=gt)]
+    table = evaluate_patches(patches, [gt, np.zeros_like(gt)])
+    assert list(table.columns) == list(TABLE_COLUMNS) and table.aji.tolist() == [1.0, 0.0]
+    empty = evaluate_patches([], [])
+    assert len(empty) == 0 and list(empty.columns) == list(TABLE_COLUMNS)
+    with pytest.raises(ValueError, match="1 predictions for 2 patches"):
+        evaluate_patches(patches, [gt])

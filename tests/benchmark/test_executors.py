@@ -110,7 +110,7 @@ def test_submitit_runs_a_grid_and_a_rerun_skips_done_cells(tmp_path, cluster):
     r = bench(tmp_path, *args, "--wait", "--report")
     assert r.stdout.count("submitted job ") == 2
     assert len(list(out.glob("synthetic/*/watershed/*/done.json"))) == 2
-    assert "watershed" in (tmp_path / "reports" / "table1.md").read_text(), "--report after --wait"
+    assert "watershed" in (out / "reports" / "table1.md").read_text(), "--report after --wait"
     assert fits(out) == [1, 1]
     ran = [json.loads(p.read_text()) for p in out.glob("synthetic/*/watershed/*/ran_by.json")]
     assert {r["executor"] for r in ran} == {"submitit"} and all(r["job_id"] for r in ran) == (cluster == "local")

@@ -175,3 +175,39 @@ def test_sigkill_mid_grid_then_resume_equals_uninterrupted(tmp_path):
     a = (tmp_path / "rep-killed" / "table1.md").read_text()
     b = (tmp_path / "rep-clean" / "table1.md").read_text()
     assert "maskrcnn" in a and a == b
+
+
+def test_cells_are_evaluated_on_val_too_and_recipe_enters_key_only_when_not_paper(tmp_path):
+    import json
+
+    import pandas as pd
+
+    cfg = grid(tmp_path, ["watershed"])
+    assert Runner(cfg, echo=lambda m: None).run() == 0
+    (paper_dir,) = (tmp_path / "results").glob("synthetic/1-8/watershed/*")
+    val = pd.read_csv(paper_dir / "metrics_val.csv")
+    assert len(val) == 54 and set(val.image_id.str.rpartition("@")[0]).isdisjoint(
+        set(pd.read_csv(paper_dir / "metrics_patch.csv").image_id.str.rpartition("@")[0]))
+    done = json.loads((paper_dir / "done.json").read_text())
+    assert done["n_val_patches"] == 54
+    cell = json.loads((paper_dir / "cell.json").read_text())
+    assert cell["split_recipe"] == "paper"
+    key = Runner(cfg).cell_key(__import__("benchmark.runner", fromlist=["CellSpec"]).CellSpec(
+        "watershed", "synthetic", "1/8", 0))
+    assert "split_recipe" not in key, "paper cells keep their pre-recipe keys"
+    assert key["split_hash"] == store.stable_hash(json.loads(
+        (Path(__file__).resolve().parents[2] / "splits" / "synthetic.json").read_text()), 16)
+
+    img_cfg = grid(tmp_path, ["watershed"], split_recipe="image")
+    assert Runner(img_cfg, echo=lambda m: None).run() == 0
+    dirs = sorted((tmp_path / "results").glob("synthetic/1-8/watershed/*"))
+    assert len(dirs) == 2, "the image recipe is a different cell"
+    image_dir = next(d for d in dirs if d != paper_dir)
+    icell = json.loads((image_dir / "cell.json").read_text())
+    assert icell["split_recipe"] == "image" and icell["split_hash"] != cell["split_hash"]
+    assert json.loads((image_dir / "done.json").read_text())["n_labeled"] == 18  # 2 whole images x 9
+    from benchmark.reports import build_report
+
+    build_report(tmp_path / "results", tmp_path / "rep", figures=False)
+    t1 = (tmp_path / "rep" / "table1.md").read_text()
+    assert "split recipe image" in t1 and "split recipe paper" in t1

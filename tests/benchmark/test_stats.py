@@ -14,9 +14,15 @@ from benchmark.stats import (
     PairedTestResult,
     adjust_pvalues,
     bootstrap_ci,
+    compare_images,
     compare_to_reference,
+    direction_marker,
+    image_bootstrap,
+    image_permutation_test,
+    image_sums,
     paired_test,
     significance_marker,
+    unit_image,
 )
 
 # per-image AJI of two methods on 12 images (no ties among |A - B|, so scipy's p is exact and fast)
@@ -261,3 +267,90 @@ def test_compare_to_reference():
     assert [r.p_adjusted for r in unadjusted] == pytest.approx([r.result.p_value for r in unadjusted])
     with pytest.raises(ValueError, match="reference"):
         compare_to_reference(values, reference="missing")
+
+
+# ------------------------------------------------------------------------------ image-level inference
+
+
+def test_unit_image_and_image_sums_hand_case():
+    assert unit_image("a@0_128") == "a" and unit_image("whole") == "whole" and unit_image("x@y@0_0") == "x@y"
+    S, C, names = image_sums([[1.0, 2.0, 3.0], [0.0, 1.0, 1.0]], ["a", "b", "a"])
+    assert names == ["a", "b"]
+    assert S.tolist() == [[4.0, 2.0], [1.0, 1.0]] and C.tolist() == [2.0, 1.0]
+
+
+def test_permutation_exact_hand_case():
+    # T = (1, 2, 3): the 8 sign flips give |sum| in {6, 4, 2, 0, 0, 2, 4, 6}; |obs| = 6 -> p = 2/8
+    assert image_permutation_test([[1.0, 2.0, 3.0]], [1, 1, 1]) == pytest.approx(0.25)
+    # 6 images all in one direction: the smallest possible p is 2 / 2**6 = 1/32 > 0.001
+    assert image_permutation_test([[0.1] * 6], [49] * 6) == pytest.approx(1 / 32)
+    assert image_permutation_test([[0.0, 0.0]], [1, 1]) == 1.0
+
+
+def test_permutation_monte_carlo_is_seeded():
+    rng = np.random.default_rng(3)
+    S = rng.normal(0.05, 0.1, size=(1, 20))  # 20 images: Monte Carlo
+    p1, p2 = image_permutation_test(S, np.ones(20), seed=1), image_permutation_test(S, np.ones(20), seed=1)
+    assert p1 == p2 and 0 < p1 <= 1
+    # a one-sample t-test gives a close p on a near-normal sample
+    assert p1 == pytest.approx(sps.ttest_1samp(S[0], 0).pvalue, abs=0.05)
+
+
+def test_image_bootstrap_reproducible_and_resamples_whole_images():
+    S = np.array([[2.0, -1.0, 4.0, 0.5, 1.0, -0.2, 3.0, 0.0]])
+    C = np.array([2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 3.0, 1.0])
+    a = image_bootstrap(S, C, n_boot=2000, seed=7)
+    assert a == image_bootstrap(S, C, n_boot=2000, seed=7)
+    assert a != image_bootstrap(S, C, n_boot=2000, seed=8)
+    # every resample is a ratio of image sums: Δ* lies within the per-image means [-1, 2]
+    assert -1.0 <= a[0] < S.sum() / C.sum() < a[1] <= 2.0
+    # with all images identical the interval collapses onto the image mean
+    assert image_bootstrap([[1.0, 1.0]], [2, 2], n_boot=50) == pytest.approx((0.5, 0.5))
+
+
+def test_image_bootstrap_resamples_seeds_too():
+    # same images, seeds that disagree: the interval must cover the spread of the seeds
+    S = np.array([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
+    low, high = image_bootstrap(S, np.ones(3), n_boot=4000, seed=0)
+    assert low == pytest.approx(-1.0) and high == pytest.approx(1.0)
+    one_seed = image_bootstrap(S.mean(axis=0, keepdims=True), np.ones(3), n_boot=100)
+    assert one_seed == pytest.approx((0.0, 0.0))
+
+
+def _patchwise_but_not_imagewise():
+    """6 images x 49 patches: 5 images +0.01 per patch, one image -0.10 (with tiny jitter)."""
+    rng = np.random.default_rng(0)
+    units = [f"im{i}@{r}_0" for i in range(6) for r in range(49)]
+    diff = np.concatenate([np.full(49, 0.01)] * 5 + [np.full(49, -0.10)]) + rng.uniform(0, 1e-4, 294)
+    ref = np.full(294, 0.5)
+    return ref + diff, ref, units
+
+
+def test_patch_wilcoxon_significant_but_image_ci_contains_zero_gives_no_marker():
+    a, b, units = _patchwise_but_not_imagewise()
+    patch = compare_images(a[None], b[None], units, test="wilcoxon-patch")
+    assert patch.p_value < 0.001 and direction_marker(patch.delta, patch.p_value) == "†"
+    default = compare_images(a[None], b[None], units)
+    assert default.n_images == 6 and default.n_units == 294 and default.n_seeds == 1
+    assert default.ci_low < 0 < default.ci_high
+    assert default.p_value > 0.05 and direction_marker(default.delta, default.p_value) == ""
+
+
+def test_compare_images_delta_and_notes():
+    a = np.array([[0.6, 0.7, 0.8], [0.5, 0.6, 0.7]])
+    b = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    res = compare_images(a, b, ["x@0_0", "x@0_1", "y"])
+    assert res.delta == pytest.approx(np.mean(a - b))
+    assert res.n_images == 2 and res.n_seeds == 2 and "almost no power" in res.note
+    with pytest.raises(ValueError, match="pair up"):
+        compare_images(a, b[:, :2], ["x", "y", "z"])
+    with pytest.raises(ValueError, match="permutation"):
+        compare_images(a, b, ["x", "y", "z"], test="ttest")
+
+
+@pytest.mark.parametrize("delta,p,marker", [
+    (-0.1, 0.0005, "†"), (-0.1, 0.01, "‡"), (0.1, 0.0005, "⇑"), (0.1, 0.01, "↑"),
+    (0.1, 0.05, ""), (0.0, 0.0, ""), (0.1, float("nan"), ""), (None, 0.01, ""),
+])
+def test_direction_marker(delta, p, marker):
+    assert direction_marker(delta, p) == marker

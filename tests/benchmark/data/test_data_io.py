@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 
 from benchmark.data import io as dio
-from benchmark.data.base import DatasetError
+from benchmark.data.base import DatasetError, DataWarning
 
 
 def _rgb(h=20, w=30, seed=0):
@@ -272,3 +272,42 @@ def test_imagej_roi_bad_zip(tmp_path):
         zf.writestr("readme.txt", "hi")
     with pytest.raises(DatasetError, match="no .roi"):
         dio.read_imagej_roi_zip(tmp_path / "empty.zip")
+
+
+def test_aperio_doctype_without_entities_is_refused(tmp_path):
+    """Issue 12 row 9: the docs say DTDs are refused; a bare <!DOCTYPE> used to be accepted."""
+    path = tmp_path / "dtd.xml"
+    path.write_text('<?xml version="1.0"?><!DOCTYPE Annotations>' + _xml([[(1, 1), (4, 1), (4, 4)]]))
+    with pytest.raises(DatasetError, match=r"dtd\.xml.*refused.*DTD"):
+        dio.read_aperio_xml(path)
+
+
+def test_aperio_corrupt_gzip_stream_is_a_named_error(tmp_path):
+    """Issue 12 row 4: a broken deflate stream raised a bare zlib.error."""
+    import gzip
+
+    blob = bytearray(gzip.compress(_xml([[(1, 1), (4, 1), (4, 4)]] * 50).encode()))
+    blob[15:40] = b"\xff" * 25
+    path = tmp_path / "z.xml.gz"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DatasetError, match=r"z\.xml\.gz.*corrupt"):
+        dio.read_aperio_xml(path)
+
+
+def test_aperio_nan_vertices_are_refused_with_the_region_id(tmp_path):
+    path = tmp_path / "n.xml"
+    path.write_text(_xml([[(1, 1), (4, 1), (4, 4)], [(1, 1), ("nan", 1), (4, 4)], [(1, 1), ("inf", 2), (3, 3)]]))
+    with pytest.raises(DatasetError, match=r"n\.xml: Region Id=2 .*NaN"):
+        dio.read_aperio_regions(path)
+
+
+def test_polygons_mostly_outside_the_image_are_refused_degenerate_ones_warned():
+    inside = ("1", np.array([[1.0, 1.0], [1.0, 5.0], [5.0, 5.0]]))
+    corner = ("7", np.array([[-900.0, -900.0], [-900.0, -850.0], [-850.0, -850.0], [-850.0, -900.0]]))
+    border = ("8", np.array([[-3.0, 2.0], [4.0, 2.0], [4.0, 6.0], [-3.0, 6.0]]))  # half outside: kept
+    with pytest.raises(DatasetError, match=r"a\.xml: region\(s\) Id=7 lie mostly outside the 16x16 image"):
+        dio.check_region_polygons([inside, corner], [], (16, 16), "a.xml")
+    with pytest.warns(DataWarning, match=r"a\.xml: region\(s\) Id=3, 4 have fewer than 3 vertices"):
+        dio.check_region_polygons([inside, border], ["3", "4"], (16, 16), "a.xml")
+    with pytest.warns(DataWarning, match=r"a\.xml: all 2 region\(s\).*EMPTY"):
+        dio.check_region_polygons([], ["3", "4"], (16, 16), "a.xml")

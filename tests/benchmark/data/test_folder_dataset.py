@@ -163,3 +163,31 @@ def test_in_memory_dataset():
     assert ds.label_fingerprint("y") is None
     with pytest.raises(DatasetError, match="label"):
         InMemoryDataset({"x": (img, np.zeros((9, 10), np.int32))})
+
+
+def test_folder_dataset_has_one_name_in_run_manifest_and_splits(tmp_path):
+    """Issue 12 row 15: ``folder-<name>`` everywhere (it was ``<name>`` in ``splits show``)."""
+    from benchmark.data import dataset_key, manifest_for, open_dataset
+
+    root = tmp_path / "Mine"
+    _make(root, n=4)
+    spec = f"folder:{root}"
+    ds = open_dataset(spec)
+    assert dataset_key(spec) == ds.name == "folder-mine"
+    assert manifest_for(ds, spec)["dataset"] == "folder-mine"
+
+
+def test_dataset_toml_beside_the_folders_is_read(tmp_path):
+    """Issue 12 row 11: ``folder:PATH`` with ``PATH/dataset.toml`` reads it (it was ignored)."""
+    from benchmark.data import dataset_key, open_dataset
+
+    root = tmp_path / "d"
+    _make(root, n=3)
+    (root / "images").rename(root / "imgs")
+    (root / "dataset.toml").write_text('name = "Lab"\nimages = "imgs"\nsplit_recipe = "1:1:1"\n')
+    ds = open_dataset(f"folder:{root}")
+    assert ds.image_names() == ["a", "b", "c"] and ds.split_recipe == "1:1:1"
+    assert ds.name == dataset_key(f"folder:{root}") == "folder-lab"
+    (root / "dataset.toml").write_text("images = 3\n")
+    with pytest.raises(DatasetError, match="dataset.toml"):
+        open_dataset(f"folder:{root}")

@@ -23,6 +23,8 @@ from benchmark.data.splits import (
     make_manifest,
     manifest_path,
     normalize_ratio,
+    overlap_stats,
+    relabel,
     save_manifest,
     split_counts,
     verify_manifest,
@@ -339,3 +341,100 @@ def test_committed_synthetic_manifest():
     rows = {r["ratio"]: (r["labeled"], r["unlabeled"], r["val"], r["test"]) for r in split_counts(m)}
     assert rows == {"1/8": (20, 142, 54, 54), "1/4": (40, 122, 54, 54), "1/2": (81, 81, 54, 54)}
     verify_manifest(m, SyntheticDataset())
+
+
+def test_too_few_images_message_says_how_many_are_needed():
+    """Issue 12 row 14: it said 'cannot split 0 ... (-2/1/1)'."""
+    with pytest.raises(ManifestError) as info:
+        image_counts("6:2:2", 0)
+    msg = str(info.value)
+    assert "needs at least 3 annotated images (1 train, 1 val, 1 test)" in msg and "has only 0" in msg
+    assert "-2" not in msg
+    with pytest.raises(ManifestError, match="needs at least 3 annotated images .* has only 2"):
+        image_counts("8:1:1", 2)
+
+
+# ------------------------------------------------------------------------------------------ recipes
+
+
+def test_paper_recipe_overlap_counts_on_committed_monuseg():
+    """The leakage of the paper recipe, measured on splits/monuseg.json (no data needed)."""
+    m = load_manifest(REPO / "splits" / "monuseg.json")
+    stats = {r: overlap_stats(m, r) for r in ("1/8", "1/4", "1/2")}
+    assert [round(s["labeled_area_pct"]) for s in stats.values()] == [34, 59, 85]
+    assert [s["unlabeled_overlapping"] for s in stats.values()] == [458, 533, 388]
+    assert [s["unlabeled_inside"] for s in stats.values()] == [18, 89, 172]
+    md = format_counts(m)
+    assert "Labeled area %" in md and "| monuseg | 1/8 | 98 | 686 | 392 | 294 | 16 | 34.0 | 458 | 18 |" in md
+
+
+def test_overlap_stats_hand_case():
+    """One 512x256 image, 256 px patches every 128 px: 3 patches at columns 0, 128, 256."""
+    m = make_manifest(InMemoryDataset({f"i{k}": (np.zeros((256, 512, 3), np.uint8), np.ones((256, 512), np.int32))
+                                       for k in range(5)}, name="hand"), recipe="3/1/1", ratios=("1/2",))
+    train = m["patches"]["train"]
+    m = dict(m, labeled={"1/2": [p for p in train if p.endswith("@0_0")]})
+    s = overlap_stats(m, "1/2")
+    # 3 training images; one patch of 256x256 labeled on each: 3 * 256*256 / (3 * 256*512) = 50 %
+    assert s["labeled_area_pct"] == pytest.approx(50.0)
+    assert s["unlabeled_overlapping"] == 3 and s["unlabeled_inside"] == 0  # @0_128 overlaps, @0_256 not
+
+
+def test_image_recipe_whole_images_no_overlap_ratio_by_images():
+    m = load_manifest(REPO / "splits" / "monuseg.json")
+    img = relabel(m, "image")
+    assert img["labeled_recipe"] == "image" and img["patches"] == m["patches"]
+    per_image = len(m["patches"]["train"]) // 16
+    for r, n_images in (("1/8", 2), ("1/4", 4), ("1/2", 8)):
+        names = {parse_patch_id(p)[0] for p in img["labeled"][r]}
+        assert len(names) == n_images and len(img["labeled"][r]) == n_images * per_image
+        assert overlap_stats(img, r)["unlabeled_overlapping"] == 0
+    assert set(img["labeled"]["1/8"]) <= set(img["labeled"]["1/4"]) <= set(img["labeled"]["1/2"])
+    # rounding half up, at least one image: 18 training images -> 2 / 5 / 9; 3 -> 1 / 1 / 2
+    syn = relabel(load_manifest(REPO / "splits" / "synthetic.json"), "image")
+    assert [r["labeled_images"] for r in split_counts(syn)] == [2, 5, 9]
+    m5 = make_manifest(fake_dataset(n=5, size=256), recipe="3/1/1", labeled_recipe="image")
+    assert [r["labeled_images"] for r in split_counts(m5)] == [1, 1, 2]
+
+
+def test_image_recipe_hash_is_stable_and_paper_hash_unchanged():
+    from benchmark.data import manifest_for
+    from benchmark.data.synthetic import SyntheticDataset
+    from benchmark.store import stable_hash
+
+    m = load_manifest(REPO / "splits" / "monuseg.json")
+    assert relabel(m, "paper") == m and "labeled_recipe" not in m, "paper manifests are untouched"
+    assert stable_hash(relabel(m, "image"), 16) == stable_hash(relabel(m, "image"), 16)
+    committed = load_manifest(REPO / "splits" / "monuseg.image.json")
+    assert committed == relabel(m, "image"), "splits/monuseg.image.json is the relabeled paper split"
+    assert stable_hash(committed, 16) != stable_hash(m, 16)
+    syn = manifest_for(SyntheticDataset(), "synthetic", split_recipe="image")
+    assert syn == load_manifest(REPO / "splits" / "synthetic.image.json")
+    with pytest.raises(ManifestError, match="split recipe 'leaky'"):
+        relabel(m, "leaky")
+
+
+def test_check_manifest_refuses_partial_images_under_image_recipe():
+    img = relabel(load_manifest(REPO / "splits" / "monuseg.json"), "image")
+    only_half = [p for p in img["labeled"]["1/2"] if p not in set(img["labeled"]["1/4"])]
+    bad = dict(img, labeled={**img["labeled"], "1/2": [p for p in img["labeled"]["1/2"] if p != only_half[0]]})
+    with pytest.raises(ManifestError, match="whole images"):
+        check_manifest(bad)
+
+
+def test_table5_paper_recipe_still_reproduced():
+    m = load_manifest(REPO / "splits" / "monuseg.json")
+    rows = {r["ratio"]: (r["labeled"], r["unlabeled"], r["val"], r["test"]) for r in split_counts(m)}
+    assert rows == {"1/8": (98, 686, 392, 294), "1/4": (196, 588, 392, 294), "1/2": (392, 392, 392, 294)}
+    assert all(r["split_recipe"] == "paper" for r in split_counts(m))
+
+
+def test_cli_splits_show_prints_both_recipes(capsys):
+    from benchmark.cli import main
+
+    assert main(["splits", "show", "--dataset", "synthetic"]) == 0
+    out = capsys.readouterr().out
+    assert "split recipe paper" in out and "split recipe image" in out and "Labeled area %" in out
+    assert main(["splits", "show", "--dataset", "synthetic", "--split-recipe", "image", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["split_recipe"] for r in rows} == {"image"} and all(r["unlabeled_overlapping"] == 0 for r in rows)

@@ -25,7 +25,7 @@ def sizes(regions: torch.Tensor) -> list[int]:
 
 
 def test_code_definition_disc_matches_the_spec_toy_check():
-    # methods-spec.md 1.5: disc of radius 8 (197 pixels) on 28x28, d = 4
+    # the released code's definition on a disc of radius 8 (197 pixels) on 28x28, d = 4
     assert int(disc().sum()) == 197
     assert sizes(crc_regions(disc()[None], 4, "code")) == [81, 116, 236, 303]  # R_f, R_i, R_o, R_b
 

@@ -130,3 +130,33 @@ def test_bad_samples_are_reported(tiny_profile, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         train(_fresh(tiny_profile), [(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.int32))],
               tiny_profile, seed=0, device="cpu", workdir=tmp_path, progress=False)
+
+
+class _NaNGradAt:
+    """Finite extra loss (0) whose gradient is NaN: sqrt'(0) * 0."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def extra_losses(self, ctx):
+        x = ctx.losses["loss_mask"] * 0
+        return {"loss_extra": x.sqrt() if ctx.iteration == self.iteration else x}
+
+
+def test_divergence_message_names_the_gradient_norm_when_losses_were_finite():
+    err = TrainingDivergedError(7, {"loss_box": 1e27, "loss_mask": 0.5, "grad_norm": float("nan")}, None)
+    assert err.what == "gradient norm"
+    assert "non-finite gradient norm although every loss was finite" in str(err)
+    assert "non-finite loss" not in str(err)
+    loss_err = TrainingDivergedError(7, {"loss_box": float("inf"), "loss_mask": 0.5}, None)
+    assert loss_err.what == "loss" and "non-finite loss (loss_box)" in str(loss_err)
+
+
+@pytest.mark.slow
+def test_nan_gradient_with_finite_losses_is_reported_as_gradient(small_patches, tiny_profile, tmp_path):
+    p = tiny_profile.replace(iterations=4, checkpoint_every=2, grad_clip=10.0)
+    with pytest.raises(TrainingDivergedError) as info:
+        train(_fresh(p), small_patches, p, seed=0, device="cpu", workdir=tmp_path, progress=False,
+              hook=_NaNGradAt(1))
+    assert info.value.iteration == 1 and info.value.what == "gradient norm"
+    assert "gradient norm" in str(info.value) and "non-finite loss" not in str(info.value)

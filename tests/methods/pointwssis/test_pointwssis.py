@@ -261,7 +261,7 @@ def test_refiner_learns_and_refines():
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
     img, pts, rough, target = cases[0]
     (refined,) = refine_masks(net, img, pts, [rough])
-    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()
     assert refined.shape == target.shape and iou(refined, target) > iou(rough, target)
 
 
