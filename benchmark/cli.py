@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
                     help="labeled subset: paper (default; patches drawn from all training images, as the "
                          "paper's Table 5) or image (whole training images labeled, no overlap leakage)")
+    add_executor_arguments(pr)
+
+    # status ----------------------------------------------------------------------------
+    pt = sub.add_parser("status", help="queued / running / done / failed cells of a result store")
+    pt.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
+    pt.add_argument("--json", action="store_true", help="machine-readable output")
 
     # report ----------------------------------------------------------------------------
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
@@ -153,6 +159,43 @@ def _add_splits_parser(sub) -> None:
                      help="labeled-subset recipe (default: both)")
 
 
+def add_executor_arguments(pr: argparse.ArgumentParser) -> None:
+    """``run``'s scale-out flags (:mod:`benchmark.executors`)."""
+    g = pr.add_argument_group("executors (docs/gpu-and-cluster.md)")
+    g.add_argument("--executor", default="inline", help="inline (default) | local | submitit")
+    g.add_argument("--lock-timeout", type=float, default=1800.0, metavar="S",
+                   help="seconds without a heartbeat after which another host's cell lock is stale")
+    g.add_argument("--workers", type=int, default=None, help="local: worker processes "
+                   "(default: devices × cells per device)")
+    g.add_argument("--devices", default=None, help="local: cpu or cuda:0,cuda:1,... (one per worker slot)")
+    g.add_argument("--cells-per-device", type=int, default=1, help="local: workers sharing one device")
+    g.add_argument("--submitit-cluster", default="slurm", help="submitit: slurm (default) | local | debug")
+    g.add_argument("--wait", action="store_true", help="submitit: block until the jobs finish")
+    for flag, kind, text in (
+        ("partition", str, "SLURM partition"), ("gpus-per-task", int, "GPUs per cell (N > 1: N DDP ranks)"),
+        ("cpus-per-task", int, "CPUs per task"), ("mem", str, "memory per node, e.g. 64G"),
+        ("time", str, "time limit: MINUTES, HH:MM:SS or D-HH:MM:SS"), ("account", str, "SLURM account"),
+        ("qos", str, "SLURM QOS"), ("constraint", str, "SLURM node constraint, e.g. h100"),
+        ("array-parallelism", int, "most array jobs running at once"),
+    ):
+        g.add_argument(f"--slurm-{flag}", type=kind, default=None, help=f"submitit: {text}")
+    g.add_argument("--ddp-lr-scaling", default="linear", help="under torchrun (N ranks): linear (default: "
+                   "lr x N for the N-times larger global batch) | none (profile.lr as is)")
+    g.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
+                   help="submitit: shell line run before each job (repeatable), e.g. 'module load cuda'")
+
+
+def _exec_options(args):
+    from benchmark.executors import ExecOptions
+
+    slurm = {k[len("slurm_"):]: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None}
+    return ExecOptions(
+        executor=args.executor, workers=args.workers,
+        devices=tuple(_split_csv(args.devices)) if args.devices is not None else (),
+        cells_per_device=args.cells_per_device, cluster=args.submitit_cluster, slurm=slurm,
+        wait=args.wait)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -166,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return {
                 "list": cmd_list,
                 "run": cmd_run,
+                "status": cmd_status,
                 "report": cmd_report,
                 "verify": cmd_verify,
                 "splits": cmd_splits,
@@ -261,13 +305,16 @@ def cmd_run(args) -> int:
         seeds = [int(s) for s in seed_texts]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    from benchmark import distributed
+
+    opts, device = _scale_out(args, resolve_device(args.device))
     cfg = GridConfig(
         methods=_require_csv(args.methods, "--methods"),
         datasets=_require_csv(args.datasets, "--datasets"),
         ratios=_require_csv(args.ratios, "--ratios"),
         seeds=seeds,
         profile=profile,
-        device=resolve_device(args.device),
+        device=device,
         out=args.out,
         data_root=args.data_root,
         overrides=overrides,
@@ -277,7 +324,9 @@ def cmd_run(args) -> int:
         progress=not args.quiet,
         split_recipe=args.split_recipe,
     )
-    runner = Runner(cfg)
+    cfg.lock_timeout = args.lock_timeout
+    lead = distributed.rank() == 0
+    runner = Runner(cfg, echo=None if lead else (lambda m: None))
     try:
         if args.dry_run:
             rows = dry_run_rows(runner)
@@ -286,13 +335,14 @@ def cmd_run(args) -> int:
             print(tabulate([[r["status"], r["cell"], r["dir"]] for r in rows],
                            headers=["status", "cell", "directory"]))
             return EXIT_OK
-        failed = runner.run()
+        failed = _run_with(runner, opts)
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    distributed.barrier()
     if failed:
         print(f"{failed} cell(s) failed; `python -m benchmark report` shows them.", file=sys.stderr)
-    if args.report or args.report_dir:
+    if (args.report or args.report_dir) and lead:
         from benchmark.reports import build_report
 
         report_dir = args.report_dir or args.out / "reports"
@@ -301,6 +351,42 @@ def cmd_run(args) -> int:
         for path in written:
             print(path, flush=True)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _scale_out(args, device: str):
+    """Check the executor options (before anything runs) and join a DDP group under torchrun."""
+    from benchmark import distributed
+    from benchmark.executors import validate
+
+    opts = _exec_options(args)
+    validate(opts, report=bool(args.report or args.report_dir))
+    if args.lock_timeout <= 0:
+        raise ValueError(f"--lock-timeout {args.lock_timeout}: must be > 0 seconds")
+    if distributed.env_world_size() > 1 and opts.executor != "inline":
+        raise ValueError("under torchrun (WORLD_SIZE > 1) every rank runs the grid inline: drop --executor")
+    return opts, distributed.init_from_env(device, args.ddp_lr_scaling)
+
+
+def _run_with(runner, opts) -> int:
+    if opts.executor == "local":
+        from benchmark.executors.local import run_local
+
+        return run_local(runner, opts)
+    if opts.executor == "submitit":
+        from benchmark.executors.submit import submit_grid
+
+        return submit_grid(runner, opts)
+    return runner.run()
+
+
+def cmd_status(args) -> int:
+    from benchmark.executors.status import format_status, store_status
+
+    if not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: no such result store (a folder written by `benchmark run`)")
+    rows = store_status(args.out)
+    print(json.dumps(rows, indent=2) if args.json else format_status(rows))
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:

@@ -82,6 +82,8 @@ class GridConfig:
         force: recompute finished cells.
         skip_missing: run the datasets that are present when some are missing.
         progress: per-cell training bars.
+        lock_timeout: seconds without a heartbeat after which a cell lock from another host is stale
+            (:mod:`benchmark.locks`).
         split_recipe: labeled-subset recipe, ``"paper"`` or ``"image"`` (see :mod:`benchmark.data.splits`).
     """
 
@@ -98,6 +100,7 @@ class GridConfig:
     force: bool = False
     skip_missing: bool = False
     progress: bool = True
+    lock_timeout: float = 1800.0
     split_recipe: str = "paper"
 
 
@@ -263,6 +266,7 @@ class Runner:
             "seed": cell.seed,
             "profile": self.cfg.profile.name,
             "profile_digest": self.cfg.profile.digest() if cls.deep else None,
+            **_ddp_key(cls),
             # only a non-default recipe enters the key: paper cells keep the keys they had before recipes
             **({"split_recipe": self.cfg.split_recipe} if self.cfg.split_recipe != "paper" else {}),
         }
@@ -316,6 +320,7 @@ class Runner:
         failed = 0
         durations: list[float] = []
         done_count = total - len(todo)
+        busy: list[tuple[CellSpec, Path]] = []
         for i, (cell, path, _status) in enumerate(todo):
             eta = ""
             if durations:
@@ -327,23 +332,39 @@ class Runner:
             if _status == "damaged":
                 self._announce_damage(path)
             t0 = time.time()
-            ok = self.run_cell(cell, path)
+            outcome = self.run_locked(cell, path, wait=False)
+            if outcome == "busy":
+                self.echo("  held by another process; coming back to it at the end")
+                busy.append((cell, path))
+                continue
             durations.append(time.time() - t0)
-            if ok:
-                done_count += 1
-            else:
-                failed += 1
+            done_count, failed = done_count + (outcome == "done"), failed + (outcome == "failed")
+        for cell, path in busy:  # cells another process was training: wait, take over if it died
+            outcome = self.run_locked(cell, path, wait=True)
+            done_count, failed = done_count + (outcome == "done"), failed + (outcome == "failed")
         self.echo(f"grid finished: {done_count}/{total} done, {failed} failed. Results in {self.out}")
         return failed
+
+    def run_locked(self, cell: CellSpec, path: Path, *, wait: bool) -> str:
+        """Claim the cell's lock, run it, release: ``"done"``, ``"failed"`` or ``"busy"``.
+        See :func:`benchmark.executors.cellrun.run_locked` (every executor's entry point)."""
+        from benchmark.executors.cellrun import run_locked
+
+        return run_locked(self, cell, path, wait=wait)
 
     def _announce_damage(self, path: Path) -> None:
         problems = self._damage.get(path, ["unknown damage"])
         self.echo(f"  recomputing a damaged cell: {'; '.join(problems)}")
 
     def run_cell(self, cell: CellSpec, path: Path) -> bool:
-        """Train, predict and evaluate one cell. Returns ``True`` on success; failures are recorded."""
+        """Train, predict and evaluate one cell (its lock held). Returns ``True`` on success; failures
+        are recorded."""
         if (self.cfg.force or path in self._damage) and path.exists():
-            shutil.rmtree(path)
+            from benchmark.locks import GUARD, LOCK
+
+            for child in path.iterdir():  # keep the lock this process holds
+                if child.name not in (LOCK, GUARD):
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
             self._damage.pop(path, None)
         path.mkdir(parents=True, exist_ok=True)
         store.remove_orphan_temps(path)
@@ -384,7 +405,8 @@ class Runner:
             if tdir in self._damage:
                 self._announce_damage(tdir)
             self.echo(f"  training teacher {teacher!r} first")
-            if not self.run_cell(tcell, tdir):
+            # the lock makes a second worker wait for this teacher instead of training it again
+            if self.run_locked(tcell, tdir, wait=True) != "done":
                 raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
         return tdir
 
@@ -442,7 +464,10 @@ class Runner:
 
         t_pred = time.time()
         patches = split.test_patches
-        preds = predict_in_chunks(method, [p.image for p in patches], progress=self.cfg.progress)
+        from benchmark.distributed import shard_map  # DDP: sharded over ranks, gathered on every rank
+
+        preds = shard_map(lambda imgs: predict_in_chunks(method, imgs, progress=self.cfg.progress),
+                          [p.image for p in patches])
         pred_s = time.time() - t_pred
         pred_map = {p.id: m for p, m in zip(patches, preds)}
         store.save_predictions(path / "predictions.npz", pred_map)
@@ -490,6 +515,14 @@ class Runner:
         table = evaluate_patches(val, preds, protocol="patch")
         table.to_csv(path / "metrics_val.csv", index=False)
         return table
+
+
+def _ddp_key(cls: type[Method]) -> dict[str, Any]:
+    """``{"ddp": settings}`` for a deep cell trained by several DDP ranks; ``{}`` otherwise."""
+    from benchmark.distributed import describe
+
+    ddp = describe() if cls.deep else None
+    return {"ddp": ddp} if ddp else {}
 
 
 def predict_in_chunks(

@@ -564,11 +564,13 @@ class PseudoLabelStudentMethod(Method):
         if cached is not None and cached[0] == ids:
             dets, det_cached = cached[1], True
         else:
-            dets = teacher_detections(
-                teacher_model, [p.image for p in unlabeled], tta=bool(o["tta"]), tta_flips=o["tta_flips"],
+            from benchmark.distributed import shard_map
+
+            dets = shard_map(lambda images: teacher_detections(  # DDP: sharded over ranks, gathered on all
+                teacher_model, images, tta=bool(o["tta"]), tta_flips=o["tta_flips"],
                 tta_scales=o["tta_scales"], batch_size=int(getattr(profile, "eval_batch_size", 4) or 4),
                 device=device, progress=progress,
-            )
+            ), [p.image for p in unlabeled])
             dets = [{k: v[np.asarray(d["scores"], np.float64) > floor] for k, v in d.items()} for d in dets]
             save_detections(det_path, ids, dets, det_key)
             det_cached = False
@@ -595,6 +597,10 @@ class PseudoLabelStudentMethod(Method):
                     for d, p in zip(dets, unlabeled)]
             _atomic_savez(maps_path, key=np.array(map_key), **{f"m{i}": m for i, m in enumerate(maps)})
         samples = [TrainSample(image=p.image, label=m, id=str(p.id)) for p, m in zip(unlabeled, maps) if m.any()]
+        from benchmark.distributed import note
+
+        note("labeled", data_digest(labeled))
+        note("pseudo_labels", data_digest(samples))
         pl_counts = [instance_count(m) for m in maps]
         info = {
             "box_threshold": thr,

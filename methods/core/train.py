@@ -16,7 +16,11 @@ iterations and takes care of:
   loadable, with optimizer, scaler, RNG and hook state): calling :func:`train` again with the same
   ``workdir`` and ``stage`` resumes and gives, on CPU, bit-identical weights to an uninterrupted run;
 - progress (iteration, losses, lr, it/s, ETA): a tqdm bar on a TTY, a line per 10 % or 60 s in a log
-  (``benchmark.progress``); silent with ``progress=False``.
+  (``benchmark.progress``); silent with ``progress=False`` (and on DDP ranks other than 0);
+- **DDP** when a process group of several ranks is up (``torchrun``, see :mod:`benchmark.distributed`):
+  DistributedDataParallel, rank ``r`` takes batch ``i * N + r`` at iteration ``i``, lr times
+  :func:`benchmark.distributed.lr_factor`, rank 0 writes checkpoints (with every rank's RNG state)
+  that all ranks resume from.
 
 Extension: pass ``hook=`` an object (or a plain callable used as ``extra_losses``) with any of
 
@@ -45,6 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from benchmark import distributed as bdist
 
 from .augment import Augment
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_atomic, set_rng_state
@@ -249,16 +255,19 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     ckpt_path = workdir / f"{stage}_checkpoint.pt"
+    ddp = bdist.context()
+    parts = {"ddp": bdist.describe()} if ddp else {}  # single-process fingerprints stay as they were
     fingerprint = _fingerprint(
         seed=seed, stage=stage, total=total, batch_size=bs, n_data=n_data,
         profile=profile.to_dict() if hasattr(profile, "to_dict") else repr(profile),
         model=getattr(model, "nuclei_config", type(model).__name__), augment=augment.config() if augment else None,
-        config=config or {},
+        config=config or {}, **parts,
     )
     history: list[dict[str, float]] = []
     start = 0
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
+    read_path = Path(bdist.broadcast(str(ckpt_path)))  # every rank resumes from rank 0's checkpoint
+    if bdist.broadcast(read_path.exists()):
+        ck = load_checkpoint(read_path)
         if ck.get("fingerprint") != fingerprint:
             raise CheckpointError(
                 f"checkpoint {ckpt_path} was written by a run with different settings (seed, profile, data, "
@@ -268,7 +277,7 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         if ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
-        set_rng_state(ck["rng"])
+        set_rng_state(ck["rng_ranks"][ddp.rank] if ddp and ck.get("rng_ranks") else ck["rng"])
         fn = _hook_call(hook, "load_state_dict")
         if fn is not None and ck.get("hook") is not None:
             fn(ck["hook"])
@@ -280,9 +289,14 @@ def train(
         random.seed(seed)
     resumed_from = start
     last_good: Path | None = ckpt_path if ckpt_path.exists() else None
+    forward = bdist.wrap(model, device)
 
     def save(iteration: int) -> None:
         nonlocal last_good
+        rngs = bdist.all_gather(rng_state()) if ddp else None
+        if ddp and ddp.rank != 0:
+            bdist.barrier()
+            return
         fn = _hook_call(hook, "state_dict")
         state = {
             "format": "nuclei-maskrcnn-checkpoint/1",
@@ -297,25 +311,28 @@ def train(
             "rng": rng_state(),
             "hook": fn() if fn is not None else None,
             "history": history,
+            **({"rng_ranks": rngs} if rngs else {}),
         }
         save_atomic(state, ckpt_path)
         last_good = ckpt_path
+        bdist.barrier()
 
     extra_fn = _hook_call(hook, "extra_losses")
     after_fn = _hook_call(hook, "after_step")
     bar = None
-    if progress:
+    if progress and bdist.rank() == 0:
         from benchmark.progress import progress_bar
 
         bar = progress_bar(total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
     finished = start >= total
     try:
         for it in range(start, total):
-            lr = lr_at(it, profile, total)
+            lr = lr_at(it, profile, total) * bdist.lr_factor()
             for g in opt.param_groups:
                 g["lr"] = lr
-            rng = np.random.default_rng([seed, AUGMENT_STREAM, it])
-            batch = [as_train_sample(s) for s in batch_fn(it, bs)]
+            gi = it * ddp.world + ddp.rank if ddp else it  # this rank's slice of the global batch
+            rng = np.random.default_rng([seed, AUGMENT_STREAM, gi])
+            batch = [as_train_sample(s) for s in batch_fn(gi, bs)]
             if augment is not None:
                 batch = [augment(s, rng) for s in batch]
             images, targets = [], []
@@ -324,13 +341,15 @@ def train(
                 images.append(img.to(dev, non_blocking=True))
                 targets.append({k: v.to(dev, non_blocking=True) for k, v in tgt.items()})
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                losses = model(images, targets)
+                losses = forward(images, targets)
                 if extra_fn is not None:
                     ctx = StepContext(model, images, targets, batch, losses, it, device, seed)
                     losses = {**losses, **extra_fn(ctx)}
             loss = sum(v.float() for v in losses.values())
+            if ddp:  # every parameter gets a gradient each step, as DDP's reducer expects
+                loss = loss + 0.0 * sum(p.sum() for p in params)
             values = {k: float(v.detach()) for k, v in losses.items()}
-            if not all(math.isfinite(v) for v in values.values()):
+            if bdist.any_true(not all(math.isfinite(v) for v in values.values())):
                 raise TrainingDivergedError(it, values, last_good)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -363,6 +382,9 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+    if ddp:  # DDP keeps the parameters equal (BatchNorm running stats: rank 0's, broadcast each forward)
+        blob = b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())
+        bdist.note(f"{stage}_weights", hashlib.sha256(blob).hexdigest()[:16])
     return TrainResult(
         iterations=len(history), finished=finished, resumed_from=resumed_from, history=history,
         seconds=time.perf_counter() - t0, checkpoint=ckpt_path,
