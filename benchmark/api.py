@@ -135,6 +135,8 @@ class Method(abc.ABC):
     ablation: ClassVar[str | None] = None
     #: position of this method's rows in report tables (lower first; ties by name).
     table_order: ClassVar[int] = 1000
+    #: options whose sweeps get a report table: ``{option: title}`` (BASS: Tables 3/4, Figs. 3/4).
+    report_sweeps: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -11,17 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.reports.collect import collect, results_frame
+from benchmark.reports.methods_info import report_sweeps
 from benchmark.reports.tables import TableOptions, sweep_table, table1, table1_pvalues, table2
 from benchmark.store import atomic_write_text, iter_cells
-
-#: swept options with a paper table/figure: option -> title
-SWEEPS = {
-    "box_threshold": "Table 3. Box-score threshold v_b",
-    "pixel_threshold": "Table 4. Pixel threshold v_p",
-    "alpha": "Fig. 3. CRC sampling ratio α",
-    "d": "Fig. 4. Band distance d",
-}
-
 
 def build_report(
     results: Path = Path("results"),
@@ -57,7 +49,7 @@ def build_report(
     write("table1.md", t1)
     write("table2.md", t2)
     sections = [t1, t2]
-    for option, title in SWEEPS.items():
+    for option, title in report_sweeps().items():
         t = sweep_table(res, option, title)
         if t:
             write(f"sweep_{option}.md", t)

@@ -15,25 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reports.methods_info import method_sort_key
 from benchmark.store import CellRecord, iter_cells
 
 METRICS = ("dice", "aji", "pq")
 
-#: display order of methods in tables (others follow alphabetically).
-METHOD_ORDER = (
-    "watershed",
-    "maskrcnn",
-    "mmt-psm",
-    "pointwssis",
-    "shapeprop",
-    "noisyboundary",
-    "pg-fanet",
-    "bass-nmh",
-    "bass-lrd",
-    "bass-nmh-lrd",
-    "bass-code",
-    "bass",
-)
 RATIO_ORDER = ("1/8", "1/4", "1/2")
 
 
@@ -143,10 +129,6 @@ def collect(
         )
     out.sort(key=lambda r: (_ratio_key(r.ratio), method_sort_key(r.method), r.variant, r.dataset))
     return out
-
-
-def method_sort_key(name: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER), name)
 
 
 def _ratio_key(ratio: str) -> int:

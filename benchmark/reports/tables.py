@@ -19,15 +19,10 @@ from typing import Any
 import numpy as np
 
 from benchmark.reports.collect import METRICS, RATIO_ORDER, Result, method_sort_key
+from benchmark.reports.methods_info import ablation_columns, ablation_rows
 
 MISSING = "–"
 METRIC_NAMES = {"dice": "Dice", "aji": "AJI", "pq": "PQ"}
-ABLATIONS = (  # Table 2 rows: (method, NMH, LRD, CRC)
-    ("bass-nmh", True, False, False),
-    ("bass-lrd", False, True, False),
-    ("bass-nmh-lrd", True, True, False),
-    ("bass", True, True, True),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,13 +211,17 @@ def table_caption(results: Sequence[Result], opts: TableOptions, references=None
 
 def table2(results: Sequence[Result], opts: TableOptions = TableOptions()) -> str:
     """Table 2: BASS head ablations (NMH / LRD / CRC check marks), one block per ratio."""
-    names = [a[0] for a in ABLATIONS]
+    ablations = ablation_rows("bass")
+    columns = ablation_columns(ablations)
+    names = [a[0] for a in ablations]
     results = [r for r in results if r.method in names and not r.variant]
     if not results:
-        return "_No BASS ablation results in the store (run --methods bass-nmh,bass-lrd,bass-nmh-lrd,bass)._\n"
+        return f"_No BASS ablation results in the store (run --methods {','.join(names)})._\n"
     datasets = _datasets_of(results)
-    header = ["Ratio", "NMH", "LRD", "CRC"] + [f"{ds} {METRIC_NAMES[m]}" for ds in datasets for m in METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
+    header = ["Ratio", *columns] + [f"{ds} {METRIC_NAMES[m]}" for ds in datasets for m in METRICS]
+    n_left = 1 + len(columns)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] * n_left + ["---:"] * (len(header) - n_left)) + "|"]
     ratios = sorted({r.ratio for r in results}, key=lambda x: RATIO_ORDER.index(x) if x in RATIO_ORDER else 9)
     for ratio in ratios:
         block = [r for r in results if r.ratio == ratio]
@@ -231,8 +230,8 @@ def table2(results: Sequence[Result], opts: TableOptions = TableOptions()) -> st
             for m in METRICS:
                 vals = {r.method: (r.scores[m] if r.status == "done" else None) for r in block if r.dataset == ds}
                 marks[(ds, m)] = rank_marks(vals)
-        for i, (name, nmh, lrd, crc) in enumerate(ABLATIONS):
-            row = [ratio if i == 0 else ""] + ["✓" if x else "" for x in (nmh, lrd, crc)]
+        for i, (name, parts) in enumerate(ablations):
+            row = [ratio if i == 0 else ""] + ["✓" if c in parts else "" for c in columns]
             for ds in datasets:
                 r = next((x for x in block if x.method == name and x.dataset == ds), None)
                 for m in METRICS:

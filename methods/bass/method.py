@@ -116,6 +116,12 @@ class BassMethod(PseudoLabelStudentMethod):
     Options = BassOptions
     ablation = "NMH + LRD + CRC"
     table_order = 120
+    report_sweeps = {
+        "box_threshold": "Table 3. Box-score threshold v_b",
+        "pixel_threshold": "Table 4. Pixel threshold v_p",
+        "alpha": "Fig. 3. CRC sampling ratio α",
+        "d": "Fig. 4. Band distance d",
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -195,4 +201,5 @@ class BassCodeMethod(BassMethod):
     name = "bass-code"
     description = "BASS as released (zhangye-zoe/BASS @1451b67): 2 hard InfoNCE terms, code quirks, x19 labeled"
     Options = with_defaults(BassOptions, "BassCodeOptions", **CODE_OVERRIDES)
+    ablation = None  # not a Table 2 row
     table_order = 110
