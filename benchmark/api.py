@@ -95,8 +95,9 @@ class Method(abc.ABC):
     """Base class of every method.
 
     Subclasses set the class attributes and implement :meth:`fit` and :meth:`predict`. The constructor
-    takes keyword options (method hyper-parameters); ``config()`` must return them, JSON-serialisable,
-    so every result records exactly what ran.
+    takes keyword options (method hyper-parameters), coerced and validated through :attr:`Options`;
+    ``self.opts`` holds the typed instance, ``self.options`` the same values as a dict, and ``config()``
+    returns them JSON-serialisable, so every result records exactly what ran.
 
     Class attributes:
         name: registry name (lower case, ``-`` separated).
@@ -107,6 +108,9 @@ class Method(abc.ABC):
         deep: ``True`` for methods that train a neural network (they honour the training profile).
         uses_unlabeled: ``False`` for supervised-only methods (shown as ``L`` by ``benchmark list``).
         version: bump when a change alters results; it enters the result cache key.
+        Options: the frozen dataclass declaring the options (see :mod:`benchmark.options`).
+        family, ablation, table_order, report_sweeps: what reports read from the registry (``--set``
+            family, Table 2 label, row order, sweep tables); a new method needs no report edit.
     """
 
     name: ClassVar[str] = ""
