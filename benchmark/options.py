@@ -250,7 +250,7 @@ def build(cls: type, values: Mapping[str, Any], *, owner: str) -> Any:
     unknown = sorted(set(values) - valid)
     if unknown:
         raise OptionError(
-            f"{owner} has no option(s) {', '.join(map(repr, unknown))}; valid options: {', '.join(sorted(valid))}"
+            f"unknown {owner} option(s) {', '.join(map(repr, unknown))}; valid options: {', '.join(sorted(valid))}"
         )
     return cls(**{k: parse(cls, k, v, owner=owner) for k, v in values.items()})
 

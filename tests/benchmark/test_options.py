@@ -70,7 +70,7 @@ def test_maskrcnn_has_no_defaults_dict_of_its_own():
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(OptionError, match=r"bass has no option\(s\) 'gamma'; valid options: .*alpha"):
+    with pytest.raises(OptionError, match=r"unknown bass option\(s\) 'gamma'; valid options: .*alpha"):
         get_method("bass")(gamma=1)
 
 
@@ -134,7 +134,7 @@ def test_older_plugin_with_a_defaults_dict_gets_inferred_types():
 
     m = Legacy(k="2", scales="0.5,2", flag="no")
     assert m.config() == {"k": 2, "scales": [0.5, 2.0], "flag": False}
-    with pytest.raises(OptionError, match="legacy-test has no option"):
+    with pytest.raises(OptionError, match="unknown legacy-test option"):
         Legacy(other=1)
 
 
@@ -174,6 +174,7 @@ def _run(tmp_path: Path, *extra: str, methods: str = "bass", dry: bool = True) -
     (["--sweep", "bass.alpha="], ["--sweep bass.alpha=: no values"]),
     (["--seeds", "-1"], ["seed -1", ">= 0"]),
     (["--seeds", ","], ["--seeds: no value"]),
+    (["--ratios", ","], ["--ratios: no value"]),
     (["--set", "bass.gamma=1"], ["no option 'gamma'", "alpha"]),
     (["--set", "profile.iterations=abc"], ["profile.iterations='abc'", "expected an integer"]),
     (["--set", "profile.iterations=-5"], ["profile.iterations='-5'", ">= 1"]),
@@ -186,6 +187,11 @@ def test_bad_grid_input_exits_2_under_dry_run(tmp_path, capsys, extra, phrases):
     assert "Traceback" not in err
     for phrase in phrases:
         assert phrase in err, (phrase, err)
+
+
+def test_empty_methods_list_exits_2(tmp_path, capsys):
+    assert _run(tmp_path, methods=",") == EXIT_USAGE
+    assert "--methods: no value" in capsys.readouterr().err
 
 
 def test_maskrcnn_augment_nope_exits_2(tmp_path, capsys):
