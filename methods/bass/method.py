@@ -63,7 +63,7 @@ _PL_FIELDS = {f.name for f in dataclasses.fields(PseudoLabelOptions)}
 #: BASS's own options and their defaults (besides the pseudo-label / student / prediction ones).
 BASS_OPTIONS: dict[str, Any] = {k: v for k, v in defaults_of(BassOptions).items() if k not in _PL_FIELDS}
 
-#: what ``bass-code`` changes relative to ``bass`` (the released code, zhangye-zoe/BASS @1451b67).
+#: what ``bass-code`` changes relative to ``bass`` (the choices of the released BASS code).
 CODE_OVERRIDES: dict[str, Any] = {
     "supervise": "fused",          # only the fused 28x28 output (+ the 14x14 LRD output) is supervised
     "lrd_boundary_weight": 1.0,    # plain BCE on the 14x14 output, no boundary down-weighting
