@@ -171,10 +171,10 @@ def _run(tmp_path: Path, *extra: str, methods: str = "bass", dry: bool = True) -
 @pytest.mark.parametrize("extra,phrases", [
     (["--set", "bass.alpha=abc"], ["bass.alpha='abc'", "expected a number", "allowed:"]),
     (["--sweep", "bass.alpha=0.1,abc"], ["bass.alpha='abc'", "expected a number"]),
-    (["--sweep", "bass.alpha="], ["--sweep bass.alpha=: no values"]),
+    (["--sweep", "bass.alpha="], ["--sweep bass.alpha=", "no value"]),
     (["--seeds", "-1"], ["seed -1", ">= 0"]),
-    (["--seeds", ","], ["--seeds: no value"]),
-    (["--ratios", ","], ["--ratios: no value"]),
+    (["--seeds", ","], ["--seeds", "no value"]),
+    (["--ratios", ","], ["--ratios", "no value"]),
     (["--set", "bass.gamma=1"], ["no option 'gamma'", "alpha"]),
     (["--set", "profile.iterations=abc"], ["profile.iterations='abc'", "expected an integer"]),
     (["--set", "profile.iterations=-5"], ["profile.iterations='-5'", ">= 1"]),
@@ -191,7 +191,8 @@ def test_bad_grid_input_exits_2_under_dry_run(tmp_path, capsys, extra, phrases):
 
 def test_empty_methods_list_exits_2(tmp_path, capsys):
     assert _run(tmp_path, methods=",") == EXIT_USAGE
-    assert "--methods: no value" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--methods" in err and "no value" in err
 
 
 def test_maskrcnn_augment_nope_exits_2(tmp_path, capsys):
