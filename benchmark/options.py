@@ -60,7 +60,7 @@ class Spec:
 
 def option(
     default: Any,
-    help: str,  # noqa: A002 - the natural name of the description
+    help: str,
     *,
     choices: Sequence[Any] | None = None,
     low: float | None = None,
@@ -250,7 +250,8 @@ def build(cls: type, values: Mapping[str, Any], *, owner: str) -> Any:
     unknown = sorted(set(values) - valid)
     if unknown:
         raise OptionError(
-            f"unknown {owner} option(s) {', '.join(map(repr, unknown))}; valid options: {', '.join(sorted(valid))}"
+            f"unknown {owner} option(s) {', '.join(map(repr, unknown))}: there is no option of that name; "
+            f"valid options: {', '.join(sorted(valid))}"
         )
     return cls(**{k: parse(cls, k, v, owner=owner) for k, v in values.items()})
 

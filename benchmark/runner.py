@@ -155,7 +155,7 @@ def canonical_options(cls: type[Method], opts: dict[str, Any]) -> dict[str, Any]
     return {k: options.canonical_text(options.parse(cls.Options, k, v, owner=cls.name)) for k, v in opts.items()}
 
 
-def check_constructible(cfg: "GridConfig") -> None:
+def check_constructible(cfg: GridConfig) -> None:
     """Build every (method, options) combination of the grid once, so that an invalid combination (e.g.
     ``nmh=false`` with ``lrd=false``) stops the grid before any cell, teachers included, starts."""
     sweep_keys = sorted(cfg.sweeps)

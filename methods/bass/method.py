@@ -47,7 +47,8 @@ class BassOptions(PseudoLabelOptions):
     bands: str = option("paper", "Eq. 3-4 regions, or the released edge-distance definition", choices=("paper", "code"))
     crc_terms: str = option("all", "four InfoNCE terms, or the two hard ones (code)", choices=("all", "hard"))
     infonce: str = option("standard", "Eq. 7, or ContrastMask's k - q shift (code)", choices=("standard", "code"))
-    query: str = option("sampled", "query = mean of sampled keys, or of all fg/bg pixels (code)", choices=("sampled", "full"))
+    query: str = option("sampled", "query = mean of sampled keys, or of all fg/bg pixels (code)",
+                        choices=("sampled", "full"))
     crc_group: str = option("pair", "random RoI pairs, or one batch-wide query (code)", choices=("pair", "batch"))
     tau_easy: float = option(0.3, "temperature of the easy (R_f/R_b) terms", low=0.0, low_open=True)
     tau_hard: float = option(0.7, "temperature of the hard (R_i/R_o) terms", low=0.0, low_open=True)

@@ -287,7 +287,9 @@ class MMTPSMOptions(RuleOptions):
     consistency_lambda: float = option(5.0, "plateau factor on both consistency terms", low=0.0)
     rampup_start: float = option(1000 / 7000, "ramp-up start, fraction of the profile's iterations", low=0.0, high=1.0)
     rampup_len: float = option(250 / 7000, "ramp-up length, fraction of the profile's iterations", low=0.0, high=1.0)
-    rampdown_len: float = option(250 / 7000, "ramp-down length, fraction of the profile's iterations", low=0.0, high=1.0)
+    rampdown_len: float = option(
+        250 / 7000, "ramp-down length, fraction of the profile's iterations", low=0.0, high=1.0,
+    )
     teacher_score_thresh: float = option(0.5, "teacher detections kept as ground truth", low=0.0, high=1.0)
     erase_prob: float = option(0.9, "random-erasing probability of every unlabeled view", low=0.0, high=1.0)
     adaptor_channels: int = option(128, "MGD adaptor output width", low=1)

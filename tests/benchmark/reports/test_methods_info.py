@@ -70,7 +70,8 @@ def _table(store: Path, method: str, shift: float) -> None:
     for ds in ("cryonuseg", "monuseg"):
         for ratio in ("1/8", "1/2"):
             table = store_fixture.counts_table(ajis, ajis + 0.2, ajis - 0.02)
-            store_fixture.write_cell(store, method, ds, ratio, 0, table, needs=("boxes",) if "throwaway" in method else ())
+            needs = ("boxes",) if "throwaway" in method else ()
+            store_fixture.write_cell(store, method, ds, ratio, 0, table, needs=needs)
 
 
 def test_report_code_holds_no_method_lists():
