@@ -218,7 +218,7 @@ def cmd_run(args) -> int:
     try:
         seeds = [int(s) for s in _split_csv(args.seeds)]
     except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers >= 0") from None
+        raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     cfg = GridConfig(
         methods=_split_csv(args.methods),
         datasets=_split_csv(args.datasets),
