@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     # list ------------------------------------------------------------------------------
     pl = sub.add_parser("list", help="list methods, datasets and profiles")
     pl.add_argument("--data-root", type=Path, default=None, help="folder holding one sub-folder per dataset")
-    pl.add_argument("-v", "--verbose", action="store_true", help="also show distributions and targets")
+    pl.add_argument("-v", "--verbose", action="store_true",
+                    help="also show distributions and every method's options (type, default, allowed)")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
     # run -------------------------------------------------------------------------------
@@ -276,12 +277,28 @@ def cmd_list(args) -> int:
         print("\nApproximations")
         for m in approx:
             print(f"  {m['name']}: {m['approximation']}")
+    if args.verbose:
+        _print_options(methods)
     dcols = ["name", "present", "location", "description"] + (["dist"] if args.verbose else [])
     print("\nDatasets (also: folder:PATH for images/ + labels/ folders)")
     print(tabulate([[d.get(c) for c in dcols] for d in datasets], headers=dcols))
     print("\nProfiles")
     print(tabulate([list(p.values()) for p in profiles], headers=list(profiles[0])))
     return EXIT_OK
+
+
+def _print_options(methods: list[dict]) -> None:
+    """``list -v``: every method's declared options (type, default, allowed values, description)."""
+    from tabulate import tabulate
+
+    from benchmark.options import canonical_text
+
+    for m in methods:
+        rows = [[o["name"], o["type"], canonical_text(o["default"]), o["allowed"], o["help"]]
+                for o in m.get("options") or []]
+        if rows:
+            print(f"\nOptions of {m['name']} (--set {m['name']}.OPTION=VALUE)")
+            print(tabulate(rows, headers=["option", "type", "default", "allowed", "description"]))
 
 
 def cmd_run(args) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import store
+from benchmark import options, store
 from benchmark.api import Method
 from benchmark.catalog import METHODS, PAPER_DATASETS, get_method
 from benchmark.data import dataset_key, manifest_for, open_dataset
@@ -120,8 +120,15 @@ def method_options(cls: type[Method], assignments: dict[str, Any]) -> dict[str, 
 
 
 def validate_assignments(assignments: dict[str, Any], methods: Sequence[str]) -> None:
-    """Every ``prefix.key`` must reach at least one requested method and be a valid option."""
-    for key in assignments:
+    """Every ``prefix.key`` must reach at least one requested method and every value must be valid there.
+
+    ``assignments`` maps ``"prefix.key"`` to a value (``--set``) or a list of values (``--sweep``); each
+    value is coerced and validated through the option declaration of every method it reaches.
+
+    Raises:
+        GridError: naming the key, the value and what is allowed (exit code 2 on the CLI).
+    """
+    for key, value in assignments.items():
         prefix, _, opt = key.partition(".")
         if not opt:
             raise GridError(f"--set/--sweep {key!r}: expected METHOD.option=value or profile.field=value")
@@ -131,12 +138,42 @@ def validate_assignments(assignments: dict[str, Any], methods: Sequence[str]) ->
                 f"--set/--sweep {key!r}: {prefix!r} matches none of the requested methods "
                 f"({', '.join(methods)}); use a method name, a family (e.g. 'bass') or 'profile'"
             )
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise GridError(f"--sweep {key}=: no values; give comma-separated values, e.g. --sweep {key}=V1,V2")
         for cls in targets:
-            if cls.defaults and opt not in cls.defaults:
-                raise GridError(
-                    f"--set/--sweep {key!r}: method {cls.name!r} has no option {opt!r}; "
-                    f"valid: {', '.join(sorted(cls.defaults))}"
-                )
+            if cls.Options is None:
+                continue
+            for v in values:
+                try:
+                    options.parse(cls.Options, opt, v, owner=prefix)
+                except options.OptionError as exc:
+                    where = "" if prefix == cls.name else f" (method {cls.name!r})"
+                    raise GridError(f"--set/--sweep {exc}{where}") from None
+
+
+def canonical_options(cls: type[Method], opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` as they enter the cell key: each value coerced through ``cls.Options`` and written in its
+    one canonical spelling (``"0.30"`` and ``"0.3"`` are the same cell). Undeclared options stay as given."""
+    if cls.Options is None:
+        return dict(opts)
+    return {k: options.canonical_text(options.parse(cls.Options, k, v, owner=cls.name)) for k, v in opts.items()}
+
+
+def check_constructible(cfg: GridConfig) -> None:
+    """Build every (method, options) combination of the grid once, so that an invalid combination (e.g.
+    ``nmh=false`` with ``lrd=false``) stops the grid before any cell, teachers included, starts."""
+    sweep_keys = sorted(cfg.sweeps)
+    for values in itertools.product(*(cfg.sweeps[k] for k in sweep_keys)):
+        assign = {**cfg.overrides, **dict(zip(sweep_keys, values))}
+        for method in cfg.methods:
+            cls = get_method(method)
+            opts = method_options(cls, assign)
+            try:
+                cls(**opts)
+            except (ValueError, TypeError) as exc:
+                shown = " ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "(defaults)"
+                raise GridError(f"method {method!r} with {shown}: {exc}") from None
 
 
 def expand_cells(cfg: GridConfig, datasets: Sequence[str]) -> list[CellSpec]:
@@ -150,7 +187,7 @@ def expand_cells(cfg: GridConfig, datasets: Sequence[str]) -> list[CellSpec]:
             for values in sweep_values:
                 assign = dict(cfg.overrides)
                 assign.update(dict(zip(sweep_keys, values)))
-                opts = method_options(cls, assign)
+                opts = canonical_options(cls, method_options(cls, assign))
                 cell = CellSpec(method, ds, ratio, seed, tuple(sorted(opts.items())))
                 if cell not in cells:
                     cells.append(cell)
@@ -210,12 +247,22 @@ class Runner:
         return status
 
     def check_names(self) -> None:
-        for m in self.cfg.methods:
+        """Validate every name, option, sweep value and seed before anything runs (also ``--dry-run``)."""
+        cfg = self.cfg
+        for axis, values in (("--methods", cfg.methods), ("--datasets", cfg.datasets),
+                             ("--ratios", cfg.ratios), ("--seeds", cfg.seeds)):
+            if not values:
+                raise GridError(f"{axis}: no value given; the grid would have 0 cells")
+        for m in cfg.methods:
             get_method(m)  # raises UnknownNameError / PluginLoadError with the available names
-        validate_assignments({**self.cfg.overrides, **self.cfg.sweeps}, self.cfg.methods)
-        for r in self.cfg.ratios:
+        for seed in cfg.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise GridError(f"--seeds: seed {seed!r} is not allowed; seeds are integers >= 0")
+        validate_assignments({**cfg.overrides, **cfg.sweeps}, cfg.methods)
+        for r in cfg.ratios:
             if r not in DEFAULT_RATIOS:
                 raise GridError(f"unknown ratio {r!r}; available: {', '.join(DEFAULT_RATIOS)}")
+        check_constructible(cfg)
 
     def resolve_datasets(self) -> list[str]:
         """Expand ``all`` and check presence. Returns the dataset specs to run."""
@@ -606,7 +653,8 @@ def dry_run_rows(runner: Runner) -> list[dict[str, Any]]:
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    """Rows for ``benchmark list``: name, description, supervision, approximation, dist, error."""
+    """Rows for ``benchmark list``: name, description, supervision, approximation, dist, deep and the
+    declared options (:func:`benchmark.options.describe`)."""
     from benchmark.api import supervision_label
 
     rows = []
@@ -622,6 +670,7 @@ def describe_methods() -> list[dict[str, Any]]:
             "approximation": cls.approximation,
             "dist": entry.dist,
             "deep": cls.deep,
+            "options": options.describe(cls.Options) if cls.Options is not None else [],
         })
     return rows
 
