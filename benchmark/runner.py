@@ -33,6 +33,7 @@ from benchmark.catalog import METHODS, PAPER_DATASETS, get_method
 from benchmark.data import dataset_key, manifest_for, open_dataset
 from benchmark.data.base import DatasetError
 from benchmark.envinfo import distribution_of, environment
+from benchmark.eta import EtaModel
 from benchmark.profiles import Profile
 
 log = logging.getLogger("benchmark.runner")
@@ -152,6 +153,11 @@ def expand_cells(cfg: GridConfig, datasets: Sequence[str]) -> list[CellSpec]:
     return cells
 
 
+def _eta_row(cell: CellSpec) -> tuple[str, str, str, bool, str | None]:
+    cls = get_method(cell.method)
+    return cell.method, cell.dataset, cell.ratio, bool(cls.deep), cls.teacher
+
+
 def _teacher_first(methods: Sequence[str]) -> list[str]:
     teachers = [m for m in methods if any(get_method(o).teacher == m for o in methods)]
     return teachers + [m for m in methods if m not in teachers]
@@ -202,7 +208,9 @@ class Runner:
             if not self.cfg.skip_missing or not present:
                 raise GridError(
                     f"{len(missing)} dataset(s) missing:\n\n{text}\n\n"
-                    + ("Re-run with --skip-missing to run the present ones only." if present else "")
+                    + ("Re-run with --skip-missing to run the present ones only." if present else
+                       "No dataset is present. Try the embedded one first: --datasets synthetic (no download); "
+                       "with some datasets downloaded, add --skip-missing to run the present ones only.")
                 )
             self.echo(f"skipping {len(missing)} missing dataset(s):\n{text}\n")
         return present
@@ -264,19 +272,17 @@ class Runner:
             f"→ {self.out}"
         )
         failed = 0
-        durations: list[float] = []
+        rates = EtaModel(self.cfg.profile.iterations)
         done_count = total - len(todo)
         for i, (cell, path, _status) in enumerate(todo):
-            eta = ""
-            if durations:
-                left = (len(todo) - i) * (sum(durations) / len(durations))
-                eta = f", ETA {_fmt_secs(left)}"
+            left = rates.estimate([_eta_row(c) for c, _p, _s in todo[i:]]) if i else None
+            eta = f", ETA {_fmt_secs(left)}" if left is not None else ""
             self.echo(
                 f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
             )
             t0 = time.time()
             ok = self.run_cell(cell, path)
-            durations.append(time.time() - t0)
+            rates.observe_dir(cell.method, cell.dataset, cell.ratio, path, time.time() - t0)
             if ok:
                 done_count += 1
             else:
