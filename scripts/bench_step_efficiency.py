@@ -72,12 +72,15 @@ def _step(model, opt, imgs, tgts) -> None:
     opt.step()
 
 
-def model_step(profile, samples: list[TrainSample], warmup: int, iters: int, ops: Path | None):
+def model_step(profile, samples: list[TrainSample], warmup: int, iters: int, ops: Path | None,
+               channels_last: bool = False):
     """(median seconds, mean FLOPs) of forward + backward + SGD on pre-built batches."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
     model = build_model(profile).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     bs = profile.batch_size
     batches = []
@@ -115,8 +118,12 @@ class _Clock:
         self.stamps.append(time.perf_counter())
 
 
-def train_loop(profile, samples: list[TrainSample], warmup: int, iters: int) -> float:
-    """Median seconds per iteration of the real training loop (augmentation on, no checkpoint writes)."""
+def train_loop(profile, samples: list[TrainSample], warmup: int, iters: int, prefetch: bool = True) -> float:
+    """Median seconds per iteration of the real training loop (augmentation on, no checkpoint writes);
+    ``prefetch=False`` turns off the loop's background batch preparation (the behaviour before it)."""
+    import methods.core.train as train_mod
+
+    train_mod.PREFETCH = prefetch
     torch.manual_seed(0)
     model = build_model(profile)
     clock = _Clock()
@@ -136,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--gemm", type=int, default=2048, help="side of the sgemm probe (default 2048)")
+    ap.add_argument("--no-prefetch-row", action="store_true",
+                    help="also time the training loop with methods.core.train.PREFETCH off")
+    ap.add_argument("--channels-last", action="store_true", help="also time the model step in channels_last")
     ap.add_argument("--ops", type=Path, default=None, help="write the torch.profiler op table here")
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     args = ap.parse_args(argv)
@@ -144,13 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[args.profile]
     samples = patches(4)
     load0 = os.getloadavg()
-    g0 = sgemm_gflops(args.gemm)
+    g = [sgemm_gflops(args.gemm)]
     step_s, flops = model_step(profile, samples, args.warmup, args.iters, args.ops)
-    g1 = sgemm_gflops(args.gemm)
+    g.append(sgemm_gflops(args.gemm))
     loop_s = train_loop(profile, samples, args.warmup, args.iters)
-    g2 = sgemm_gflops(args.gemm)
-    gemm = statistics.median([g0, g1, g2])
-    rows = [("model step (forward + backward + SGD)", step_s), ("training loop (methods.core.train.train)", loop_s)]
+    g.append(sgemm_gflops(args.gemm))
+    rows = [("model step (forward + backward + SGD)", step_s, g[0], g[1]),
+            ("training loop (methods.core.train.train)", loop_s, g[1], g[2])]
+    if args.no_prefetch_row:
+        off_s = train_loop(profile, samples, args.warmup, args.iters, prefetch=False)
+        g.append(sgemm_gflops(args.gemm))
+        rows.append(("training loop without background batch preparation (before)", off_s, g[-2], g[-1]))
+    if args.channels_last:
+        cl_s, _ = model_step(profile, samples, args.warmup, args.iters, None, channels_last=True)
+        g.append(sgemm_gflops(args.gemm))
+        rows.append(("model step, channels_last model (experiment)", cl_s, g[-2], g[-1]))
+    gemm = statistics.median(g)
     lines = [
         "# Training-step efficiency on CPU",
         "",
@@ -160,15 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- profile `{args.profile}` (batch {profile.batch_size} x {profile.input_size} px); "
         f"FLOPs per step {flops / 1e9:.1f} GFLOP (forward + backward, torch.utils.flop_counter)",
-        f"- sgemm ({args.gemm}^2 float32 torch.mm, same threads): {g0:.1f} / {g1:.1f} / {g2:.1f} GFLOP/s "
-        f"(before / between / after); median {gemm:.1f} used",
+        f"- sgemm ({args.gemm}^2 float32 torch.mm, same threads), measured before, between and after the "
+        f"timed rows: {' / '.join(f'{x:.1f}' for x in g)} GFLOP/s (median {gemm:.1f}). On a loaded machine "
+        f"the sgemm rate drifts, so each row is also divided by the mean of the two sgemm figures that "
+        f"bracket it (last column)",
         f"- medians of {args.iters} steps after {args.warmup} warm-up",
         "",
-        "| what | s/step | GFLOP/s achieved | efficiency |",
-        "|---|---:|---:|---:|",
+        "| what | s/step | GFLOP/s achieved | efficiency (median sgemm) | efficiency (bracketing sgemm) |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for name, s in rows:
-        lines.append(f"| {name} | {s:.3f} | {flops / s / 1e9:.1f} | {100 * flops / s / 1e9 / gemm:.1f} % |")
+    for name, s, ga, gb in rows:
+        rate = flops / s / 1e9
+        lines.append(f"| {name} | {s:.3f} | {rate:.1f} | {100 * rate / gemm:.1f} % | {200 * rate / (ga + gb):.1f} % |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
