@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated dataset names, 'folder:PATH', or 'all' (monuseg,cryonuseg,digestpath)")
     pr.add_argument("--ratios", default="1/8,1/4,1/2", help="labeled ratios (default: 1/8,1/4,1/2)")
     pr.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    pr.add_argument("--profile", default="smoke", help="training profile: smoke, cpu, paper (default: smoke)")
+    pr.add_argument("--profile", default=None,
+                    help="training profile: quick, smoke, cpu, paper (default: the datasets' own default "
+                         "profile when they agree, e.g. quick for synthetic; otherwise smoke)")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     pr.add_argument("--data-root", type=Path, default=None,
                     help="folder holding one sub-folder per dataset (default: $NUCLEI_SSL_BENCH_DATA, "
@@ -301,6 +303,22 @@ def _print_options(methods: list[dict]) -> None:
             print(tabulate(rows, headers=["option", "type", "default", "allowed", "description"]))
 
 
+def default_profile_name(datasets: list[str]) -> str:
+    """The profile a run gets without ``--profile``: the datasets' common ``default_profile`` class
+    attribute (``synthetic``: ``quick``), else ``smoke``. Unknown names fall through to ``smoke`` here and
+    fail later with the list of known datasets."""
+    from benchmark.catalog import get_dataset_class
+
+    names = set()
+    for spec in datasets:
+        try:
+            cls = None if spec.startswith("folder:") or spec == "all" else get_dataset_class(spec)
+        except Exception:  # noqa: BLE001 - reported by the runner with the available names
+            cls = None
+        names.add(getattr(cls, "default_profile", None))
+    return names.pop() if len(names) == 1 and None not in names else "smoke"
+
+
 def cmd_run(args) -> int:
     from benchmark.devices import resolve_device
     from benchmark.profiles import get_profile
@@ -313,7 +331,7 @@ def cmd_run(args) -> int:
     if any(k.startswith("profile.") for k in sweeps):
         raise ValueError("--sweep over profile fields is not supported; run once per profile value")
     try:
-        profile = get_profile(args.profile)
+        profile = get_profile(args.profile or default_profile_name(_split_csv(args.datasets)))
     except KeyError as exc:
         raise ValueError(str(exc.args[0])) from None
     profile = profile.replace(**profile_over) if profile_over else profile

@@ -5,6 +5,8 @@ run with the same profile are compared on equal terms. Profiles are frozen datac
 :meth:`Profile.digest` enters the result-cache key, so changing a field re-runs the affected cells.
 
 ==========  ==============================================================================
+``quick``   the first run (default of ``--datasets synthetic``): ``smoke``'s backbone with slimmer heads
+            (64-wide FPN), 160 iterations at lr 0.02, a 100-detection cap; see docs/quickstart.md.
 ``smoke``   tests and CI: lean ResNet-18-FPN (128-wide FPN), native 256 px, 80 iterations (~2 min on
             2 cores); learns synthetic nuclei to AJI ~0.2-0.25 from random init.
 ``cpu``     real data on a 2-core CPU: lean ResNet-18-FPN at 256 px, 600 iterations (~12 epochs of
@@ -164,6 +166,26 @@ PROFILES: dict[str, Profile] = {
         mask_head_channels=256,
         mask_head_convs=4,
         detections_per_img=300,
+        eval_batch_size=8,
+    ),
+    "quick": Profile(
+        name="quick",
+        backbone="resnet18",
+        input_size=256,
+        iterations=160,
+        batch_size=2,
+        lr=0.02,
+        warmup_iters=20,
+        lr_steps=(0.85,),
+        checkpoint_every=80,
+        rpn_post_nms_top_n_train=150,
+        rpn_post_nms_top_n_test=150,
+        fpn_channels=64,
+        box_batch_size_per_image=48,
+        box_head_dim=128,
+        mask_head_channels=64,
+        mask_head_convs=2,
+        detections_per_img=100,
         eval_batch_size=8,
     ),
 }

@@ -33,6 +33,7 @@ from benchmark.catalog import METHODS, PAPER_DATASETS, get_method
 from benchmark.data import dataset_key, manifest_for, open_dataset
 from benchmark.data.base import DatasetError, DatasetNotFoundError
 from benchmark.envinfo import distribution_of, environment
+from benchmark.eta import EtaModel
 from benchmark.profiles import Profile
 
 log = logging.getLogger("benchmark.runner")
@@ -194,6 +195,11 @@ def expand_cells(cfg: GridConfig, datasets: Sequence[str]) -> list[CellSpec]:
     return cells
 
 
+def _eta_row(cell: CellSpec) -> tuple[str, str, str, bool, str | None]:
+    cls = get_method(cell.method)
+    return cell.method, cell.dataset, cell.ratio, bool(cls.deep), cls.teacher
+
+
 def _teacher_first(methods: Sequence[str]) -> list[str]:
     teachers = [m for m in methods if any(get_method(o).teacher == m for o in methods)]
     return teachers + [m for m in methods if m not in teachers]
@@ -295,7 +301,9 @@ class Runner:
             if not self.cfg.skip_missing or not present:
                 raise GridError(
                     f"{len(missing)} dataset(s) missing:\n\n{text}\n\n"
-                    + ("Re-run with --skip-missing to run the present ones only." if present else "")
+                    + ("Re-run with --skip-missing to run the present ones only." if present else
+                       "No dataset is present. Try the embedded one first: --datasets synthetic (no download); "
+                       "with some datasets downloaded, add --skip-missing to run the present ones only.")
                 )
             self.echo(f"skipping {len(missing)} missing dataset(s):\n{text}\n")
         return present
@@ -365,14 +373,12 @@ class Runner:
             self.echo(f"warning: {len(self.legacy_cells)} done cell(s) predate checksums and were checked "
                       f"for readability only; re-run them with --force to record checksums.")
         failed = 0
-        durations: list[float] = []
+        rates = EtaModel(self.cfg.profile.iterations)
         done_count = total - len(todo)
         busy: list[tuple[CellSpec, Path]] = []
         for i, (cell, path, _status) in enumerate(todo):
-            eta = ""
-            if durations:
-                left = (len(todo) - i) * (sum(durations) / len(durations))
-                eta = f", ETA {_fmt_secs(left)}"
+            left = rates.estimate([_eta_row(c) for c, _p, _s in todo[i:]]) if i else None
+            eta = f", ETA {_fmt_secs(left)}" if left is not None else ""
             self.echo(
                 f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
             )
@@ -384,7 +390,7 @@ class Runner:
                 self.echo("  held by another process; coming back to it at the end")
                 busy.append((cell, path))
                 continue
-            durations.append(time.time() - t0)
+            rates.observe_dir(cell.method, cell.dataset, cell.ratio, path, time.time() - t0)
             done_count, failed = done_count + (outcome == "done"), failed + (outcome == "failed")
         for cell, path in busy:  # cells another process was training: wait, take over if it died
             outcome = self.run_locked(cell, path, wait=True)
