@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--device", default="cpu")
     pc.add_argument("--seed", type=int, default=0)
     pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
+    pc.add_argument("--check", dest="checks", action="append", metavar="NAME", help="run only this check")
     pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                     help="method option, e.g. --set alpha=0.3")
     return p
@@ -293,6 +294,7 @@ def cmd_check(args) -> int:
         device=args.device,
         determinism=not args.no_determinism,
         echo=lambda m: print(m, file=sys.stderr, flush=True),
+        checks=args.checks,
     )
     print(report.format())
     return EXIT_OK if report.passed else EXIT_FAILED
