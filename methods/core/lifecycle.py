@@ -79,6 +79,24 @@ class Trained:
     fit_info: dict[str, Any] | None = None
     profile: Any = None
 
+    @classmethod
+    def of(cls, model: nn.Module, result: Any, *, key: dict[str, Any], n_labeled: int, **extra: Any) -> "Trained":
+        """The usual record of one :func:`~methods.core.train.train` run (``result``): meta = key, model
+        config, iterations, time, resume point, final losses, ``n_labeled``, then ``extra``."""
+        from .train import history_summary
+
+        meta = {
+            "key": key,
+            "model_config": model.nuclei_config,
+            "iterations": result.iterations,
+            "train_seconds_last_call": round(result.seconds, 1),
+            "resumed_from": result.resumed_from,
+            "final_losses": history_summary(result.history),
+            "n_labeled": n_labeled,
+            **extra,
+        }
+        return cls(model=model, meta=meta, history=result.history, checkpoint=result.checkpoint)
+
 
 def _jsonable(obj: Any) -> Any:
     """``obj`` as it reads back from ``model.pt``'s JSON meta (tuples become lists, the rest ``str``)."""

@@ -22,7 +22,7 @@
   :func:`color_jitter`, :func:`random_erase` (numpy, fixed number of draws per call).
 - :class:`MeanTeacherMaskRCNN`: the shared ``Method`` skeleton (the :mod:`methods.core.lifecycle` hooks).
 
-The EMA / ramp functions need only torch; the method skeleton imports the rest of ``methods.core`` lazily.
+The EMA / ramp functions need only torch; importing the module loads the Mask R-CNN core (the skeleton's base).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .lifecycle import FitRun, MaskRCNNLifecycle, Trained
+from .train import EpochSampler
 
 EMA_SCHEDULES = ("mean_teacher", "warmup10")
 
@@ -176,7 +177,7 @@ class RampSchedule:
 
 
 # ---------------------------------------------------------------------------------- data streams
-class UnlabeledStream:
+class UnlabeledStream(EpochSampler):
     """Which unlabeled patches iteration ``it`` uses, and its random generator.
 
     Pure functions of ``(seed, it)`` (epoch-wise permutations drawn from
@@ -194,21 +195,7 @@ class UnlabeledStream:
     def __init__(self, n: int, batch_size: int, seed: int, stream: int = 11) -> None:
         if n <= 0:
             raise ValueError("UnlabeledStream needs at least one unlabeled patch")
-        self.n, self.bs, self.seed, self.stream = int(n), int(batch_size), int(seed), int(stream)
-        self._perm: dict[int, Any] = {}
-
-    def indices(self, it: int) -> list[int]:
-        import numpy as np
-
-        out = []
-        for j in range(it * self.bs, (it + 1) * self.bs):
-            epoch, pos = divmod(j, self.n)
-            if epoch not in self._perm:
-                if len(self._perm) > 2:
-                    self._perm.clear()
-                self._perm[epoch] = np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.n)
-            out.append(int(self._perm[epoch][pos]))
-        return out
+        super().__init__(n, batch_size, seed, stream)
 
     def rng(self, it: int):
         import numpy as np

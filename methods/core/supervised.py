@@ -18,7 +18,7 @@ from .inference import predict_detections
 from .lifecycle import FitRun, MaskRCNNLifecycle, Trained
 from .model import build_model
 from .persist import data_digest
-from .train import history_summary, train
+from .train import train
 
 
 class SupervisedMaskRCNN(MaskRCNNLifecycle):
@@ -83,16 +83,7 @@ class SupervisedMaskRCNN(MaskRCNNLifecycle):
             augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=run.progress,
             config=key,
         )
-        meta = {
-            "key": key,
-            "model_config": model.nuclei_config,
-            "iterations": result.iterations,
-            "train_seconds_last_call": round(result.seconds, 1),
-            "resumed_from": result.resumed_from,
-            "final_losses": history_summary(result.history),
-            "n_labeled": len(run.labeled),
-        }
-        return Trained(model=model, meta=meta, history=result.history, checkpoint=result.checkpoint)
+        return Trained.of(model, result, key=key, n_labeled=len(run.labeled))
 
     # ------------------------------------------------------------------ inference
     def predict_detections(self, images: Sequence[np.ndarray], *, min_score: float = 0.0) -> list[dict[str, np.ndarray]]:

@@ -134,11 +134,12 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, ORDER_STREAM, epoch]).permutation(n)
 
 
-class _Sampler:
-    """Seeded epoch-wise shuffling over a sequence; ``batch(i)`` is a pure function of (seed, i)."""
+class EpochSampler:
+    """Seeded epoch-wise shuffling of ``range(n)``: ``indices(i)`` (batch ``i``) is a pure function of
+    ``(seed, stream, i)``; epoch ``e`` is ``numpy.random.default_rng([seed, stream, e]).permutation(n)``."""
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.bs, self.seed = n, batch_size, seed
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int = ORDER_STREAM) -> None:
+        self.n, self.bs, self.seed, self.stream = int(n), int(batch_size), int(seed), int(stream)
         self._cache: dict[int, np.ndarray] = {}
 
     def indices(self, iteration: int) -> list[int]:
@@ -148,7 +149,7 @@ class _Sampler:
             if epoch not in self._cache:
                 if len(self._cache) > 2:
                     self._cache.clear()
-                self._cache[epoch] = epoch_order(self.seed, epoch, self.n)
+                self._cache[epoch] = np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.n)
             out.append(int(self._cache[epoch][pos]))
         return out
 
@@ -175,7 +176,7 @@ def _batch_source(data: Sequence[Any] | BatchFn, batch_size: int, seed: int) -> 
         raise ValueError("no training samples given")
     for s in samples:
         validate_sample(s)
-    sampler = _Sampler(len(samples), batch_size, seed)
+    sampler = EpochSampler(len(samples), batch_size, seed)
 
     def batch_fn(it: int, _bs: int) -> list[TrainSample]:
         return [samples[i] for i in sampler.indices(it)]

@@ -24,7 +24,7 @@ from methods.core.model import build_model
 from methods.core.persist import data_digest
 from methods.core.supervised import SupervisedMaskRCNN
 from methods.core.targets import TrainSample
-from methods.core.train import history_summary, train
+from methods.core.train import train
 
 from .matching import VIA_BOX, VIA_MASK, match_points, median_nucleus_size, paint_pseudo_label, point_boxes
 from .refine import crop_masks, crop_windows, make_inputs, refine_masks, train_refiner
@@ -293,20 +293,11 @@ class PointWSSISMethod(MaskRCNNLifecycle):
             model, samples, run.profile, seed=run.seed, device=run.device, workdir=run.workdir, stage="student",
             augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=run.progress, config=key,
         )
-        meta = {
-            "key": key,
-            "model_config": model.nuclei_config,
-            "iterations": result.iterations,
-            "train_seconds_last_call": round(result.seconds, 1),
-            "resumed_from": result.resumed_from,
-            "final_losses": history_summary(result.history),
-            "n_labeled": len(run.labeled),
-            "n_pseudo_labeled": len(run.unlabeled),
-            "median_box_wh": list(box_size),
-            "pseudo_label_stats": stats,
-            "pseudo_label_seconds_last_call": round(pl_seconds, 1),
-        }
-        return Trained(model=model, meta=meta, history=result.history, checkpoint=result.checkpoint)
+        return Trained.of(
+            model, result, key=key, n_labeled=len(run.labeled), n_pseudo_labeled=len(run.unlabeled),
+            median_box_wh=list(box_size), pseudo_label_stats=stats,
+            pseudo_label_seconds_last_call=round(pl_seconds, 1),
+        )
 
     def _cached_pseudo_labels(self, workdir: Path, key: dict, teacher_model: nn.Module, labeled: Sequence[Patch],
                               unlabeled: Sequence[Patch], box_size, batch_size: int, seed: int, device: str):

@@ -61,7 +61,7 @@ from methods.core.lifecycle import FitRun, MaskRCNNLifecycle, Trained
 from methods.core.model import build_model, resolve_backbone_init
 from methods.core.persist import data_digest
 from methods.core.targets import TrainSample
-from methods.core.train import epoch_order, history_summary, train
+from methods.core.train import epoch_order, train
 
 
 # ------------------------------------------------------------------------------------------ propagation
@@ -336,15 +336,5 @@ class ShapePropMethod(MaskRCNNLifecycle):
             model, source, run.profile, seed=run.seed, device=run.device, workdir=run.workdir, stage=self.name,
             augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=run.progress, config=key,
         )
-        meta = {
-            "key": key,
-            "model_config": model.nuclei_config,
-            "iterations": result.iterations,
-            "train_seconds_last_call": round(result.seconds, 1),
-            "resumed_from": result.resumed_from,
-            "final_losses": history_summary(result.history),
-            "n_labeled": len(run.labeled),
-            "n_box_only": len(run.unlabeled),
-            "n_box_only_instances": int(sum(len(b.boxes) for b in box)),
-        }
-        return Trained(model=model, meta=meta, history=result.history, checkpoint=result.checkpoint)
+        return Trained.of(model, result, key=key, n_labeled=len(run.labeled), n_box_only=len(run.unlabeled),
+                          n_box_only_instances=int(sum(len(b.boxes) for b in box)))
