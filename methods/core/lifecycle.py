@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from benchmark.api import Method, TrainData
+from benchmark.store import atomic_write_text
 
 from .checkpoint import CheckpointError
 from .helpers import write_history
@@ -159,7 +160,7 @@ class MaskRCNNLifecycle(Method):
 
     def write_summary(self, run: FitRun, trained: Trained) -> None:
         """Write the human-readable record of a finished fit; default: ``workdir/model.json``."""
-        (run.workdir / "model.json").write_text(json.dumps(trained.meta, indent=2, default=str))
+        atomic_write_text(run.workdir / "model.json", json.dumps(trained.meta, indent=2, default=str))
 
     # ------------------------------------------------------------------ the cycle
     def fit(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
