@@ -100,16 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     pss.add_argument("--data-root", type=Path, default=None)
     pss.add_argument("--format", choices=["md", "json"], default="md")
 
-    # check-method ----------------------------------------------------------------------
+    _add_check_method_parser(sub)
+    return p
+
+
+def _add_check_method_parser(sub) -> None:
     pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
     pc.add_argument("method")
     pc.add_argument("--device", default="cpu")
     pc.add_argument("--seed", type=int, default=0)
     pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
-    pc.add_argument("--check", dest="checks", action="append", metavar="NAME", help="run only this check")
+    pc.add_argument("--check", dest="checks", action="append", metavar="NAME",
+                    help="run only this check (repeatable); names: benchmark.check.check_names()")
     pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                     help="method option, e.g. --set alpha=0.3")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
