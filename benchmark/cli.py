@@ -125,15 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_parser(sub)
     _add_splits_parser(sub)
 
-    # check-method ----------------------------------------------------------------------
+    _add_check_method_parser(sub)
+    return p
+
+
+def _add_check_method_parser(sub) -> None:
     pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
     pc.add_argument("method")
     pc.add_argument("--device", default="cpu")
     pc.add_argument("--seed", type=int, default=0)
     pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
+    pc.add_argument("--check", dest="checks", action="append", metavar="NAME",
+                    help="run only this check (repeatable); names: benchmark.check.check_names()")
     pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                     help="method option, e.g. --set alpha=0.3")
-    return p
 
 
 def _add_verify_parser(sub) -> None:
@@ -511,6 +516,7 @@ def cmd_check(args) -> int:
         device=args.device,
         determinism=not args.no_determinism,
         echo=lambda m: print(m, file=sys.stderr, flush=True),
+        checks=args.checks,
     )
     print(report.format())
     return EXIT_OK if report.passed else EXIT_FAILED

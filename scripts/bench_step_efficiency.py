@@ -33,12 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.data.synthetic import SyntheticDataset  # noqa: E402
-from benchmark.profiles import PROFILES  # noqa: E402
-from methods.core.augment import Augment  # noqa: E402
-from methods.core.model import build_model  # noqa: E402
-from methods.core.targets import TrainSample, sample_to_target  # noqa: E402
-from methods.core.train import train  # noqa: E402
+from benchmark.data.synthetic import SyntheticDataset
+from benchmark.profiles import PROFILES
+from methods.core.augment import Augment
+from methods.core.model import build_model
+from methods.core.targets import TrainSample, sample_to_target
+from methods.core.train import train
 
 
 def patches(n_images: int) -> list[TrainSample]:
@@ -99,7 +99,8 @@ def model_step(profile, samples: list[TrainSample], warmup: int, iters: int, ops
             _step(model, opt, imgs, tgts)
         flops.append(counter.get_total_flops())
     if ops is not None:
-        from torch.profiler import ProfilerActivity, profile as tprofile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as tprofile
 
         with tprofile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
             _step(model, opt, *batches[-1])

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.reports.methods_info import method_sort_key  # noqa: F401 - re-exported
+from benchmark.reports.methods_info import method_sort_key
 from benchmark.store import CellRecord, iter_cells
 
 METRICS = ("dice", "aji", "pq")

@@ -16,16 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .helpers import image_to_tensor
 from .instances import detections_to_instance_map
-
-
-def _to_tensor(image: np.ndarray, index: int) -> torch.Tensor:
-    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
-        raise ValueError(
-            f"image #{index}: expected a uint8 (H, W, 3) RGB array, got "
-            f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}"
-        )
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
 @contextlib.contextmanager
@@ -62,7 +54,7 @@ def iter_detections(
     model.eval()
     with score_floor(model, min_score):
         for start in range(0, len(images), max(1, batch_size)):
-            chunk = [_to_tensor(im, start + i).to(dev) for i, im in enumerate(images[start:start + batch_size])]
+            chunk = [image_to_tensor(im, start + i).to(dev) for i, im in enumerate(images[start:start + batch_size])]
             yield from model(chunk)
 
 

@@ -20,16 +20,15 @@
 - Mask R-CNN glue: :func:`teacher_detections` (teacher inference in the transformed frame),
   :func:`flip_boxes`, :func:`images_to_tensors`; image perturbations :func:`dihedral`,
   :func:`color_jitter`, :func:`random_erase` (numpy, fixed number of draws per call).
-- :class:`MeanTeacherMaskRCNN`: the shared ``Method`` skeleton (model caching, saving, prediction).
+- :class:`MeanTeacherMaskRCNN`: the shared ``Method`` skeleton (the :mod:`methods.core.lifecycle` hooks).
 
-The EMA / ramp functions need only torch; the method skeleton imports the rest of ``methods.core`` lazily.
+The EMA / ramp functions need only torch; importing the module loads the Mask R-CNN core (the skeleton's base).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.api import Method
+from .lifecycle import FitRun, MaskRCNNLifecycle, Trained
+from .train import EpochSampler
 
 EMA_SCHEDULES = ("mean_teacher", "warmup10")
 
@@ -177,7 +177,7 @@ class RampSchedule:
 
 
 # ---------------------------------------------------------------------------------- data streams
-class UnlabeledStream:
+class UnlabeledStream(EpochSampler):
     """Which unlabeled patches iteration ``it`` uses, and its random generator.
 
     Pure functions of ``(seed, it)`` (epoch-wise permutations drawn from
@@ -195,21 +195,7 @@ class UnlabeledStream:
     def __init__(self, n: int, batch_size: int, seed: int, stream: int = 11) -> None:
         if n <= 0:
             raise ValueError("UnlabeledStream needs at least one unlabeled patch")
-        self.n, self.bs, self.seed, self.stream = int(n), int(batch_size), int(seed), int(stream)
-        self._perm: dict[int, Any] = {}
-
-    def indices(self, it: int) -> list[int]:
-        import numpy as np
-
-        out = []
-        for j in range(it * self.bs, (it + 1) * self.bs):
-            epoch, pos = divmod(j, self.n)
-            if epoch not in self._perm:
-                if len(self._perm) > 2:
-                    self._perm.clear()
-                self._perm[epoch] = np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.n)
-            out.append(int(self._perm[epoch][pos]))
-        return out
+        super().__init__(n, batch_size, seed, stream)
 
     def rng(self, it: int):
         import numpy as np
@@ -267,10 +253,9 @@ class EMATeacherHook:
 # ---------------------------------------------------------------------------------- Mask R-CNN glue
 def images_to_tensors(images: Any, device: Any) -> list[torch.Tensor]:
     """``uint8 (H, W, 3)`` numpy images -> ``float32 (3, H, W)`` tensors in ``[0, 1]`` on ``device``."""
-    import numpy as np
+    from .helpers import image_to_tensor
 
-    return [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float().div_(255.0).to(device)
-            for im in images]
+    return [image_to_tensor(im, device=device) for im in images]
 
 
 def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
@@ -395,15 +380,15 @@ def random_erase(image: Any, rng: Any, p: float = 0.5, area: tuple[float, float]
 
 
 # ---------------------------------------------------------------------------------- method skeleton
-class MeanTeacherMaskRCNN(Method):
+class MeanTeacherMaskRCNN(MaskRCNNLifecycle):
     """Shared skeleton of the Mask R-CNN mean-teacher methods (``mmt-psm``, ``pg-fanet``).
 
-    ``fit`` checks the data, reuses a finished ``workdir/model.pt`` trained with the same settings
-    (method options that affect training, seed, profile, labeled + unlabeled data), otherwise calls
-    :meth:`train_model` and saves the returned model with ``methods.core.persist.save_model`` (so
-    ``methods.core.persist.load_model(workdir, mask_branch=self.make_branch(profile))`` reloads it) plus a
-    ``model.json`` summary. ``predict`` applies the shared detections -> instance map rule
-    (options ``score_thresh``, ``mask_thresh``, ``dilate``, ``min_area``).
+    The cycle is :class:`~methods.core.lifecycle.MaskRCNNLifecycle`'s: ``fit`` checks the data, reuses a
+    finished ``workdir/model.pt`` trained with the same settings (method options that affect training,
+    seed, profile, labeled + unlabeled data), otherwise calls :meth:`train_model` and saves the returned
+    model (so ``load`` rebuilds it with :meth:`make_branch`) plus a ``model.json`` summary. ``predict``
+    applies the shared detections -> instance map rule (options ``score_thresh``, ``mask_thresh``,
+    ``dilate``, ``min_area``).
 
     Subclasses set the class attributes, ``defaults`` (which must contain the rule options) and
     implement :meth:`train_model`; :meth:`make_branch` when they use a custom mask branch.
@@ -412,8 +397,7 @@ class MeanTeacherMaskRCNN(Method):
     deep = True
     uses_unlabeled = True
     version = "1"
-    #: instance-map options: they do not change training, so they are left out of the model key.
-    RULE_OPTIONS = ("score_thresh", "mask_thresh", "dilate", "min_area")
+    HISTORY_DIGITS = None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -421,18 +405,9 @@ class MeanTeacherMaskRCNN(Method):
             raise ValueError(
                 f"{self.name}: predict_with must be 'teacher' or 'student', got {self.options['predict_with']!r}"
             )
-        self.model: nn.Module | None = None
-        self.profile: Any = None
-        self.device = "cpu"
         self.info: dict[str, Any] = {}
-        #: what the last ``fit`` trained (iterations, ramp, final losses, timings); recorded by the runner.
-        self.fit_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ hooks for subclasses
-    def make_branch(self, profile: Any) -> Any:
-        """The mask branch the model is built with (``None`` = the standard one)."""
-        return None
-
     def train_model(
         self, labeled: list, unlabeled: list, data: Any, *, profile: Any, seed: int, device: str, workdir: Path,
         progress: bool, key: dict[str, Any],
@@ -441,80 +416,37 @@ class MeanTeacherMaskRCNN(Method):
         (the training loop's per-iteration loss dicts) is written to ``train_history.json`` instead."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ fit / predict
+    # ------------------------------------------------------------------ lifecycle hooks
     def train_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k not in self.RULE_OPTIONS}
 
-    def model_key(self, labeled: list, unlabeled: list, profile: Any, seed: int) -> dict[str, Any]:
-        from methods.core.persist import data_digest
-
-        return {"method": self.name, "version": self.version, "train_config": self.train_options(), "seed": seed,
-                "profile": profile.digest(), "data": data_digest(labeled), "unlabeled": data_digest(unlabeled)}
-
-    def fit(self, data: Any, *, profile: Any, seed: int, device: str, workdir: Path, progress: bool = True) -> None:
-        from methods.core.checkpoint import CheckpointError
-        from methods.core.persist import MODEL_FILE, load_model, save_model
-
+    def check_data(self, data: Any) -> tuple[list, list]:
         labeled, unlabeled = data.require(self.name)
         if not unlabeled:
             raise ValueError(
                 f"{self.name}: no unlabeled patches; this semi-supervised method needs TrainData.unlabeled "
                 f"(use the supervised 'maskrcnn' method for labeled-only training)"
             )
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.profile, self.device = profile, device
-        key = self.model_key(labeled, unlabeled, profile, seed)
-        path = workdir / MODEL_FILE
-        if path.exists():
-            model = load_model(path, device=device, mask_branch=self.make_branch(profile))
-            if model.saved_meta.get("key") != key:
-                raise CheckpointError(
-                    f"{path} holds a model trained with different settings ({model.saved_meta.get('key')} vs "
-                    f"{key}); delete it or use another workdir to retrain."
-                )
-            self.model, self.info = model, model.saved_meta
-            self.fit_info = {k: v for k, v in self.info.items() if k != "key"}
-            return
-        model, extra = self.train_model(labeled, unlabeled, data, profile=profile, seed=seed, device=device,
-                                        workdir=workdir, progress=progress, key=key)
-        history = extra.pop("history", None)
-        if history:
-            cols = sorted({k for h in history for k in h})
-            rows = [[(float(h[k]) if k in h and math.isfinite(float(h[k])) else None) for k in cols] for h in history]
-            (workdir / "train_history.json").write_text(json.dumps({"columns": cols, "rows": rows}))
-        self.info = {"key": key, "model_config": getattr(model, "nuclei_config", None),
-                     "n_labeled": len(labeled), "n_unlabeled": len(unlabeled), **extra}
-        save_model(model, path, profile=profile, meta=self.info)
-        (workdir / "model.json").write_text(json.dumps(self.info, indent=2, default=str))
-        # model.pt supersedes the training checkpoint (student, optimizer and teacher: ~3x its size)
-        (workdir / f"{self.name}_checkpoint.pt").unlink(missing_ok=True)
-        model.eval()
-        self.model = model
-        self.fit_info = dict(extra)
+        return labeled, unlabeled
 
-    def predict(self, images: Any) -> list:
-        from methods.core.inference import predict_instance_maps
+    def model_key(self, run: FitRun) -> dict[str, Any]:
+        from methods.core.persist import data_digest
 
-        if self.model is None:
-            raise RuntimeError(f"{self.name}: call fit() (or load()) before predict()")
-        batch = int(getattr(self.profile, "eval_batch_size", 4) or 4)
-        rule = {k: self.options[k] for k in self.RULE_OPTIONS}
-        return predict_instance_maps(self.model, images, batch_size=batch, device=self.device, **rule)
+        return {"method": self.name, "version": self.version, "train_config": self.train_options(),
+                "seed": run.seed, "profile": run.profile.digest(), "data": data_digest(run.labeled),
+                "unlabeled": data_digest(run.unlabeled)}
 
-    def load(self, workdir: Path, *, device: str = "cpu") -> None:
-        """Load the model a previous :meth:`fit` saved in ``workdir``."""
-        from methods.core.checkpoint import load_checkpoint
-        from methods.core.persist import MODEL_FILE, load_model, profile_from_dict
+    def train_new(self, run: FitRun, key: dict[str, Any]) -> Trained:
+        model, extra = self.train_model(run.labeled, run.unlabeled, run.data, profile=run.profile, seed=run.seed,
+                                        device=run.device, workdir=run.workdir, progress=run.progress, key=key)
+        history = extra.pop("history", None) or None
+        meta = {"key": key, "model_config": getattr(model, "nuclei_config", None),
+                "n_labeled": len(run.labeled), "n_unlabeled": len(run.unlabeled), **extra}
+        self.info = meta
+        # student, optimizer and teacher: ~3x the size of model.pt
+        return Trained(model=model, meta=meta, history=history, fit_info=dict(extra),
+                       checkpoint=run.workdir / f"{self.name}_checkpoint.pt")
 
-        path = Path(workdir) / MODEL_FILE
-        profile = profile_from_dict(load_checkpoint(path)["profile"]) if path.is_file() else None
-        self.model = load_model(workdir, device=device, mask_branch=self.make_branch(profile) if profile else None)
-        self.profile, self.device, self.info = self.model.saved_profile, device, self.model.saved_meta
-
-    def teardown(self) -> None:
-        self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
+    def reused(self, meta: dict[str, Any], run: FitRun | None) -> None:
+        self.info = meta
+        self.fit_info = {k: v for k, v in meta.items() if k != "key"}

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,6 @@ def data_digest(patches: Sequence[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def _num(x: Any) -> float | None:
-    """A JSON-safe number (None for missing / NaN / inf)."""
-    return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
-
-
 def profile_from_dict(d: dict[str, Any]) -> Any:
     """Rebuild a :class:`benchmark.profiles.Profile` from ``Profile.to_dict()``."""
     from benchmark.profiles import Profile
@@ -63,13 +57,17 @@ def save_model(model: nn.Module, path: str | Path, *, profile: Any, meta: dict[s
     )
 
 
-def load_model(workdir: str | Path, *, device: str = "cpu", mask_branch: nn.Module | None = None) -> nn.Module:
+def load_model(
+    workdir: str | Path, *, device: str = "cpu", mask_branch: nn.Module | None = None,
+    branch_for: Callable[[Any], nn.Module | None] | None = None,
+) -> nn.Module:
     """Rebuild and load the model saved by :meth:`MaskRCNNMethod.fit` in ``workdir`` (eval mode).
 
     Args:
         workdir: folder holding ``model.pt`` (or the path of the file itself).
         device: where to put the model.
         mask_branch: for models trained with a custom branch, an instance of the same branch.
+        branch_for: instead of ``mask_branch``, a function of the saved profile that builds it.
 
     Raises:
         FileNotFoundError: no ``model.pt`` there. CheckpointError: unreadable or not a model file.
@@ -83,6 +81,8 @@ def load_model(workdir: str | Path, *, device: str = "cpu", mask_branch: nn.Modu
     if blob.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path} is not a {MODEL_FORMAT} file (format={blob.get('format')!r})")
     profile = profile_from_dict(blob["profile"])
+    if mask_branch is None and branch_for is not None:
+        mask_branch = branch_for(profile)
     model = build_model(profile, mask_branch=mask_branch)
     model.load_state_dict(blob["model"])
     model.saved_meta = json.loads(blob["meta"])

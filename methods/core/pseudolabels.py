@@ -41,10 +41,7 @@ checkpoint) is reloaded; ``fit_info.json`` and ``student_history.json`` record t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -56,6 +53,8 @@ import torch
 
 from benchmark.api import Method, TrainData
 
+from .helpers import finite_or_none, image_to_tensor, savez_atomic, stable_hash, write_json_atomic
+from .lifecycle import RULE_OPTIONS, FitRun, MaskRCNNLifecycle, Trained
 from .options import PseudoLabelOptions
 
 log = logging.getLogger(__name__)
@@ -149,15 +148,6 @@ def instance_count(label: np.ndarray) -> int:
 
 
 # ------------------------------------------------------------------------------------ teacher detections
-def _to_tensor(image: np.ndarray, index: int) -> torch.Tensor:
-    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
-        raise ValueError(
-            f"unlabeled image #{index}: expected a uint8 (H, W, 3) RGB array, got "
-            f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}"
-        )
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-
-
 def _flip_img(x: torch.Tensor, flip: str) -> torch.Tensor:
     if "h" in flip:
         x = x.flip(-1)
@@ -193,6 +183,61 @@ def tta_views(tta: bool, flips: Sequence[str] = ("h", "v"), scales: Sequence[flo
     return views
 
 
+def _plain_view(model: torch.nn.Module, chunk: list[torch.Tensor], sizes: list[tuple[int, int]]):
+    """The teacher's own detections of one batch: boxes in image pixels, scores, box-frame mask probabilities."""
+    from torchvision.models.detection.transform import resize_boxes
+
+    il, _ = model.transform(chunk)
+    feats = model.backbone(il.tensors)
+    props, _ = model.rpn(il, feats)
+    dets, _ = model.roi_heads(feats, props, il.image_sizes)
+    boxes = [resize_boxes(d["boxes"], il.image_sizes[i], sizes[i]) for i, d in enumerate(dets)]
+    scores = [d["scores"].float() for d in dets]
+    masks = [d["masks"][:, 0].float() for d in dets]
+    return boxes, scores, masks
+
+
+def _view_scores_masks(model: torch.nn.Module, chunk: list[torch.Tensor], sizes: list[tuple[int, int]],
+                       boxes: list[torch.Tensor], flip: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground probabilities and (un-flipped) mask probabilities of ``boxes`` re-scored in one TTA view
+    (the transform's size already set to the view's scale); concatenated over the batch."""
+    from torchvision.models.detection.transform import resize_boxes
+
+    from methods.core.heads import MaskRoIs
+
+    heads = model.roi_heads
+    il_v, _ = model.transform([_flip_img(t, flip) for t in chunk])
+    feats_v = model.backbone(il_v.tensors)
+    bv = [resize_boxes(_flip_boxes(b, flip, sizes[i]), sizes[i], il_v.image_sizes[i]) for i, b in enumerate(boxes)]
+    logits, _ = heads.box_class_logits(feats_v, bv, il_v.image_sizes)
+    sv = torch.softmax(logits.float(), dim=-1)[:, 1]
+    rois = MaskRoIs(features=feats_v, proposals=bv, image_shapes=il_v.image_sizes,
+                    roi_features=heads.mask_roi_pool(feats_v, bv, il_v.image_sizes), training=False)
+    mv = heads.mask_branch(rois)["mask_logits"].float().sigmoid()[:, 0]
+    if "h" in flip:
+        mv = mv.flip(-1)
+    if "v" in flip:
+        mv = mv.flip(-2)
+    return sv, mv
+
+
+def _tta_average(model, chunk, sizes, boxes, scores, masks, views, base):
+    """Scores and masks averaged over ``views`` (the plain view's are ``scores`` / ``masks``)."""
+    tf = model.transform
+    base_min, base_max = base
+    acc_s = [s.clone() for s in scores]
+    acc_m = [m.clone() for m in masks]
+    for flip, scale in views[1:]:
+        tf.min_size = (max(8, int(round(base_min[-1] * scale))),)
+        tf.max_size = max(8, int(round(base_max * scale)))
+        sv, mv = _view_scores_masks(model, chunk, sizes, boxes, flip)
+        counts = [int(b.shape[0]) for b in boxes]
+        for i, (s_i, m_i) in enumerate(zip(sv.split(counts), mv.split(counts))):
+            acc_s[i] += s_i
+            acc_m[i] += m_i
+    return [s / len(views) for s in acc_s], [m / len(views) for m in acc_m]
+
+
 @torch.no_grad()
 def teacher_detections(
     model: torch.nn.Module,
@@ -217,15 +262,11 @@ def teacher_detections(
         per image ``{"boxes": float32 (N, 4) x1y1x2y2 in image pixels, "scores": float32 (N,),
         "masks": float16 (N, M, M) probabilities in the box frame}`` sorted by decreasing score.
     """
-    from torchvision.models.detection.transform import resize_boxes
-
-    from methods.core.heads import MaskRoIs
-
     dev = torch.device(device)
     model.to(dev)
     model.eval()
-    tf, heads = model.transform, model.roi_heads
-    base_min, base_max = tf.min_size, tf.max_size
+    tf = model.transform
+    base = (tf.min_size, tf.max_size)
     views = tta_views(tta, tta_flips, tta_scales)
     out: list[dict[str, np.ndarray]] = []
     from benchmark.progress import progress_bar
@@ -233,42 +274,13 @@ def teacher_detections(
     bar = progress_bar(len(images), desc="pseudo-labels", unit="patch", enabled=progress, leave=False)
     try:
         for start in range(0, len(images), max(1, batch_size)):
-            chunk = [_to_tensor(im, start + i).to(dev) for i, im in enumerate(images[start:start + batch_size])]
+            chunk = [image_to_tensor(im, start + i, what="unlabeled image").to(dev)
+                     for i, im in enumerate(images[start:start + batch_size])]
             sizes = [tuple(t.shape[-2:]) for t in chunk]
-            tf.min_size, tf.max_size = base_min, base_max
-            il, _ = tf(chunk)
-            feats = model.backbone(il.tensors)
-            props, _ = model.rpn(il, feats)
-            dets, _ = heads(feats, props, il.image_sizes)
-            boxes = [resize_boxes(d["boxes"], il.image_sizes[i], sizes[i]) for i, d in enumerate(dets)]
-            scores = [d["scores"].float() for d in dets]
-            masks = [d["masks"][:, 0].float() for d in dets]
-            n_total = sum(int(b.shape[0]) for b in boxes)
-            if len(views) > 1 and n_total:
-                acc_s = [s.clone() for s in scores]
-                acc_m = [m.clone() for m in masks]
-                for flip, scale in views[1:]:
-                    tf.min_size = (max(8, int(round(base_min[-1] * scale))),)
-                    tf.max_size = max(8, int(round(base_max * scale)))
-                    il_v, _ = tf([_flip_img(t, flip) for t in chunk])
-                    feats_v = model.backbone(il_v.tensors)
-                    bv = [resize_boxes(_flip_boxes(b, flip, sizes[i]), sizes[i], il_v.image_sizes[i])
-                          for i, b in enumerate(boxes)]
-                    logits, _ = heads.box_class_logits(feats_v, bv, il_v.image_sizes)
-                    sv = torch.softmax(logits.float(), dim=-1)[:, 1]
-                    rois = MaskRoIs(features=feats_v, proposals=bv, image_shapes=il_v.image_sizes,
-                                    roi_features=heads.mask_roi_pool(feats_v, bv, il_v.image_sizes), training=False)
-                    mv = heads.mask_branch(rois)["mask_logits"].float().sigmoid()[:, 0]
-                    if "h" in flip:
-                        mv = mv.flip(-1)
-                    if "v" in flip:
-                        mv = mv.flip(-2)
-                    counts = [int(b.shape[0]) for b in boxes]
-                    for i, (s_i, m_i) in enumerate(zip(sv.split(counts), mv.split(counts))):
-                        acc_s[i] += s_i
-                        acc_m[i] += m_i
-                scores = [s / len(views) for s in acc_s]
-                masks = [m / len(views) for m in acc_m]
+            tf.min_size, tf.max_size = base
+            boxes, scores, masks = _plain_view(model, chunk, sizes)
+            if len(views) > 1 and sum(int(b.shape[0]) for b in boxes):
+                scores, masks = _tta_average(model, chunk, sizes, boxes, scores, masks, views, base)
             for b, s, m in zip(boxes, scores, masks):
                 order = torch.argsort(s, descending=True, stable=True)
                 out.append({
@@ -278,7 +290,7 @@ def teacher_detections(
                 })
             bar.update(len(chunk))
     finally:
-        tf.min_size, tf.max_size = base_min, base_max
+        tf.min_size, tf.max_size = base
         bar.close()
     return out
 
@@ -306,33 +318,13 @@ def pseudo_label_map(
 
 
 # ------------------------------------------------------------------------------------ caching helpers
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def save_detections(path: Path, ids: Sequence[str], dets: Sequence[dict[str, np.ndarray]], key: str) -> None:
     """Store raw detections of many patches in one ``.npz`` (concatenated, with per-patch counts)."""
     counts = np.array([len(d["scores"]) for d in dets], dtype=np.int64)
     m = dets[0]["masks"].shape[-1] if dets and dets[0]["masks"].ndim == 3 else 28
     cat = (lambda k, shape, dt: np.concatenate([d[k] for d in dets]).astype(dt) if counts.sum()
            else np.zeros(shape, dt))
-    _atomic_savez(
+    savez_atomic(
         path, key=np.array(key), ids=np.array(list(ids)), counts=counts,
         boxes=cat("boxes", (0, 4), np.float32), scores=cat("scores", (0,), np.float32),
         masks=cat("masks", (0, m, m), np.float16),
@@ -394,21 +386,13 @@ def obtain_teacher(method: Method, data: TrainData, *, profile: Any, seed: int, 
                    "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _finite_or_none(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
-
-
 def _finite_mean(values: Sequence[Any]) -> float | None:
-    vals = [v for v in (_finite_or_none(x) for x in values) if v is not None]
+    vals = [v for v in (finite_or_none(x) for x in values) if v is not None]
     return float(np.mean(vals)) if vals else None
 
 
 # ------------------------------------------------------------------------------------ the method base
-class PseudoLabelStudentMethod(Method):
+class PseudoLabelStudentMethod(MaskRCNNLifecycle):
     """Base of offline pseudo-label methods: teacher -> count-matched PLs -> student with a custom mask branch.
 
     Subclasses set ``name``/``description``/``Options`` (a subclass of
@@ -424,7 +408,9 @@ class PseudoLabelStudentMethod(Method):
 
     Options = PseudoLabelOptions
     #: options that only change prediction (not the PLs or the student)
-    PREDICT_ONLY = ("score_thresh", "mask_thresh", "dilate", "min_area")
+    PREDICT_ONLY = RULE_OPTIONS
+    HISTORY_FILE = "student_history.json"
+    HISTORY_DIGITS = None
     #: options that change the pseudo-labels
     PL_OPTIONS = ("box_threshold", "pixel_threshold", "tta", "tta_flips", "tta_scales", "pl_min_area")
 
@@ -433,10 +419,6 @@ class PseudoLabelStudentMethod(Method):
         # types and ranges are checked by the Options declaration; "profile" is recorded as None
         if self.options["weight_decay"] == "profile":
             self.options["weight_decay"] = None
-        self.model: torch.nn.Module | None = None
-        self.profile: Any = None
-        self.device = "cpu"
-        self.fit_info: dict[str, Any] = {}
 
     def config(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
@@ -474,6 +456,57 @@ class PseudoLabelStudentMethod(Method):
         wd = self.options["weight_decay"]
         return profile if wd is None else profile.replace(weight_decay=float(wd))
 
+    def _detections(self, teacher_model: torch.nn.Module, teacher_info: dict[str, Any], unlabeled: list, *,
+                    profile: Any, device: str, workdir: Path, progress: bool) -> tuple[list, str, bool]:
+        """Raw teacher detections of ``unlabeled`` (above the lowest usable score), cached under a key of the
+        teacher, the TTA and the data: ``(detections, key, cached)``."""
+        from methods.core.persist import data_digest
+
+        o = self.options
+        # scores <= floor can never pass a candidate threshold (>= 0.10) or the fixed one: not stored
+        floor = float(CANDIDATE_THRESHOLDS[0])
+        if o["box_threshold"] != "auto":
+            floor = min(floor, float(o["box_threshold"]))
+        det_key = stable_hash({
+            "teacher": teacher_info.get("key"), "tta": bool(o["tta"]), "flips": list(o["tta_flips"]),
+            "scales": list(o["tta_scales"]), "data": data_digest(unlabeled), "floor": floor, "format": 1,
+        })
+        det_path = workdir / DETECTIONS_FILE
+        cached = load_detections(det_path, det_key)
+        ids = [str(p.id) for p in unlabeled]
+        if cached is not None and cached[0] == ids:
+            return cached[1], det_key, True
+        from benchmark.distributed import shard_map
+
+        dets = shard_map(lambda images: teacher_detections(  # DDP: sharded over ranks, gathered on all
+            teacher_model, images, tta=bool(o["tta"]), tta_flips=o["tta_flips"],
+            tta_scales=o["tta_scales"], batch_size=int(getattr(profile, "eval_batch_size", 4) or 4),
+            device=device, progress=progress,
+        ), [p.image for p in unlabeled])
+        dets = [{k: v[np.asarray(d["scores"], np.float64) > floor] for k, v in d.items()} for d in dets]
+        save_detections(det_path, ids, dets, det_key)
+        return dets, det_key, False
+
+    def _maps(self, dets: list, det_key: str, thr: float, unlabeled: list, workdir: Path) -> tuple[list, bool]:
+        """The PL instance maps at box threshold ``thr``, cached under a key of the detections and the
+        thresholds: ``(maps, cached)``."""
+        o = self.options
+        map_key = stable_hash({"det": det_key, "thr": thr, "pix": float(o["pixel_threshold"]),
+                               "min_area": int(o["pl_min_area"])})
+        maps_path = workdir / MAPS_FILE
+        if maps_path.is_file():
+            try:
+                z = np.load(maps_path, allow_pickle=False)
+                if str(z["key"]) == map_key:
+                    return [z[f"m{i}"] for i in range(len(unlabeled))], True
+            except Exception as exc:  # noqa: BLE001
+                log.warning("ignoring unreadable pseudo-label maps %s: %s", maps_path, exc)
+        maps = [pseudo_label_map(d, p.image.shape[:2], box_threshold=thr,
+                                 pixel_threshold=float(o["pixel_threshold"]), min_area=int(o["pl_min_area"]))
+                for d, p in zip(dets, unlabeled)]
+        savez_atomic(maps_path, key=np.array(map_key), **{f"m{i}": m for i, m in enumerate(maps)})
+        return maps, False
+
     def pseudo_labels(self, teacher_model: torch.nn.Module, teacher_info: dict[str, Any], data: TrainData, *,
                       profile: Any, device: str, workdir: Path,
                       progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
@@ -484,64 +517,24 @@ class PseudoLabelStudentMethod(Method):
             that received at least one PL instance, and a JSON-able description (chosen threshold, count
             curve, counts, timings).
         """
-        from methods.core.persist import data_digest
         from methods.core.targets import TrainSample
 
         o = self.options
         unlabeled = list(data.unlabeled)
         labeled = [p for p in data.labeled if p.label is not None]
-        lab_counts = [instance_count(p.label) for p in labeled]
-        # scores <= floor can never pass a candidate threshold (>= 0.10) or the fixed one: not stored
-        floor = float(CANDIDATE_THRESHOLDS[0])
-        if o["box_threshold"] != "auto":
-            floor = min(floor, float(o["box_threshold"]))
-        det_key = _digest({
-            "teacher": teacher_info.get("key"), "tta": bool(o["tta"]), "flips": list(o["tta_flips"]),
-            "scales": list(o["tta_scales"]), "data": data_digest(unlabeled), "floor": floor, "format": 1,
-        })
-        det_path = workdir / DETECTIONS_FILE
         t0 = time.perf_counter()
-        cached = load_detections(det_path, det_key)
-        ids = [str(p.id) for p in unlabeled]
-        if cached is not None and cached[0] == ids:
-            dets, det_cached = cached[1], True
-        else:
-            from benchmark.distributed import shard_map
-
-            dets = shard_map(lambda images: teacher_detections(  # DDP: sharded over ranks, gathered on all
-                teacher_model, images, tta=bool(o["tta"]), tta_flips=o["tta_flips"],
-                tta_scales=o["tta_scales"], batch_size=int(getattr(profile, "eval_batch_size", 4) or 4),
-                device=device, progress=progress,
-            ), [p.image for p in unlabeled])
-            dets = [{k: v[np.asarray(d["scores"], np.float64) > floor] for k, v in d.items()} for d in dets]
-            save_detections(det_path, ids, dets, det_key)
-            det_cached = False
+        dets, det_key, det_cached = self._detections(teacher_model, teacher_info, unlabeled, profile=profile,
+                                                     device=device, workdir=workdir, progress=progress)
         det_s = time.perf_counter() - t0
-
-        curve = match_count_threshold([d["scores"] for d in dets], lab_counts)
+        curve = match_count_threshold([d["scores"] for d in dets], [instance_count(p.label) for p in labeled])
         auto = o["box_threshold"] == "auto"
         thr = curve.threshold if auto else float(o["box_threshold"])
-        map_key = _digest({"det": det_key, "thr": thr, "pix": float(o["pixel_threshold"]),
-                           "min_area": int(o["pl_min_area"])})
-        maps_path = workdir / MAPS_FILE
-        maps: list[np.ndarray] | None = None
-        if maps_path.is_file():
-            try:
-                z = np.load(maps_path, allow_pickle=False)
-                if str(z["key"]) == map_key:
-                    maps = [z[f"m{i}"] for i in range(len(unlabeled))]
-            except Exception as exc:  # noqa: BLE001
-                log.warning("ignoring unreadable pseudo-label maps %s: %s", maps_path, exc)
-        maps_cached = maps is not None
-        if maps is None:
-            maps = [pseudo_label_map(d, p.image.shape[:2], box_threshold=thr,
-                                     pixel_threshold=float(o["pixel_threshold"]), min_area=int(o["pl_min_area"]))
-                    for d, p in zip(dets, unlabeled)]
-            _atomic_savez(maps_path, key=np.array(map_key), **{f"m{i}": m for i, m in enumerate(maps)})
+        maps, maps_cached = self._maps(dets, det_key, thr, unlabeled, workdir)
         samples = [TrainSample(image=p.image, label=m, id=str(p.id)) for p, m in zip(unlabeled, maps) if m.any()]
         from benchmark.distributed import note
+        from methods.core.persist import data_digest
 
-        note("labeled", data_digest(labeled))
+        note("labeled", data_digest(labeled))  # DDP ranks check they hold the same data
         note("pseudo_labels", data_digest(samples))
         pl_counts = [instance_count(m) for m in maps]
         info = {
@@ -563,38 +556,23 @@ class PseudoLabelStudentMethod(Method):
             "maps_cached": maps_cached,
             "detection_seconds": round(det_s, 1),
         }
-        _atomic_json(workdir / META_FILE, info)
+        write_json_atomic(workdir / META_FILE, info)
         return samples, info
 
-    def _load_student(self, path: Path, device: str) -> torch.nn.Module:
-        from methods.core.checkpoint import load_checkpoint
-        from methods.core.persist import load_model, profile_from_dict
+    # ------------------------------------------------------------------ lifecycle hooks
+    def make_branch(self, profile: Any) -> torch.nn.Module:
+        return self.build_branch(profile, self._norm(profile))
 
-        blob = load_checkpoint(path)
-        saved = profile_from_dict(blob["profile"])
-        model = load_model(path, device=device, mask_branch=self.build_branch(saved, self._norm(saved)))
-        return self.prepare_model(model)
-
-    # ------------------------------------------------------------------ Method API
-    def fit(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
-            progress: bool = True) -> None:
-        from methods.core.checkpoint import CheckpointError
-        from methods.core.persist import MODEL_FILE, data_digest, save_model
-        from methods.core.model import build_model
+    def prepare_fit(self, run: FitRun) -> None:
+        """Teacher, pseudo-labels and the student's training list (all cached), before the student's key."""
         from methods.core.targets import TrainSample
-        from methods.core.train import history_summary, train
 
-        labeled, _ = data.require(self.name)
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.profile, self.device = profile, device
-        t_fit = time.perf_counter()
-
-        teacher_model, teacher_info = obtain_teacher(self, data, profile=profile, seed=seed, device=device,
-                                                     workdir=workdir, progress=progress)
+        data = run.data
+        teacher_model, teacher_info = obtain_teacher(self, data, profile=run.profile, seed=run.seed,
+                                                     device=run.device, workdir=run.workdir, progress=run.progress)
         if data.unlabeled:
-            pl_samples, pl_info = self.pseudo_labels(teacher_model, teacher_info, data, profile=profile,
-                                                     device=device, workdir=workdir, progress=progress)
+            pl_samples, pl_info = self.pseudo_labels(teacher_model, teacher_info, data, profile=run.profile,
+                                                     device=run.device, workdir=run.workdir, progress=run.progress)
         else:
             pl_samples, pl_info = [], {"n_unlabeled": 0, "note": "no unlabeled patches: student on labeled only"}
         teacher_state = (
@@ -602,32 +580,38 @@ class PseudoLabelStudentMethod(Method):
             if self.options["student_init"] == "teacher" else None
         )
         del teacher_model
-
-        sprofile = self.student_profile(profile)
-        lab_samples = [TrainSample(image=p.image, label=p.label, id=str(p.id)) for p in labeled]
-        train_list = lab_samples * int(self.options["labeled_repeat"]) + pl_samples
-        key = {
-            "method": self.name, "version": self.version, "config": self.student_config(), "seed": seed,
-            "profile": sprofile.digest(), "labeled": data_digest(labeled), "pl": data_digest(pl_samples),
-            "teacher": teacher_info.get("key") if teacher_state is not None else None,
-        }
-        path = workdir / MODEL_FILE
+        lab_samples = [TrainSample(image=p.image, label=p.label, id=str(p.id)) for p in run.labeled]
+        run.extra.update(
+            teacher_info=teacher_info, teacher_state=teacher_state, pl_samples=pl_samples,
+            sprofile=self.student_profile(run.profile),
+            train_list=lab_samples * int(self.options["labeled_repeat"]) + pl_samples,
+        )
         self.fit_info = {"teacher": teacher_info, "pseudo_labels": pl_info}
-        if path.exists():
-            model = self._load_student(path, device)
-            if model.saved_meta.get("key") != json.loads(json.dumps(key, default=str)):
-                raise CheckpointError(
-                    f"{path} holds a student trained with different settings; delete it or use another workdir"
-                )
-            self.model = model
-            self.fit_info["student"] = model.saved_meta.get("student", {})
-            self.fit_info["student"]["reloaded"] = True
-            self._write_info(workdir, t_fit)
-            return
 
-        torch.manual_seed(seed)
-        norm = self._norm(sprofile)
-        model = self.prepare_model(build_model(sprofile, mask_branch=self.build_branch(sprofile, norm)))
+    def model_key(self, run: FitRun) -> dict[str, Any]:
+        from methods.core.persist import data_digest
+
+        x = run.extra
+        return {
+            "method": self.name, "version": self.version, "config": self.student_config(), "seed": run.seed,
+            "profile": x["sprofile"].digest(), "labeled": data_digest(run.labeled),
+            "pl": data_digest(x["pl_samples"]),
+            "teacher": x["teacher_info"].get("key") if x["teacher_state"] is not None else None,
+        }
+
+    def reused(self, meta: dict[str, Any], run: FitRun | None) -> None:
+        if run is None:
+            self.fit_info = {"student": meta.get("student", {})}
+            return
+        self.fit_info["student"] = meta.get("student", {})
+        self.fit_info["student"]["reloaded"] = True
+        self._write_info(run.workdir, run.started)
+
+    def _init_student(self, sprofile: Any, teacher_state: dict | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """A fresh student (seeded by the caller), with the teacher's weights where names and shapes match."""
+        from methods.core.model import build_model
+
+        model = self.prepare_model(build_model(sprofile, mask_branch=self.make_branch(sprofile)))
         init_info: dict[str, Any] = {"init": self.options["student_init"]}
         if teacher_state is not None:
             own = model.state_dict()
@@ -635,9 +619,18 @@ class PseudoLabelStudentMethod(Method):
             model.load_state_dict(copy, strict=False)
             init_info["copied_tensors"] = len(copy)
             init_info["own_tensors"] = len(own)
+        return model, init_info
+
+    def train_new(self, run: FitRun, key: dict[str, Any]) -> Trained:
+        from methods.core.train import history_summary, train
+
+        x = run.extra
+        sprofile, train_list = x["sprofile"], x["train_list"]
+        torch.manual_seed(run.seed)
+        model, init_info = self._init_student(sprofile, x["teacher_state"])
         result = train(
-            model, train_list, sprofile, seed=seed, device=device, workdir=workdir, stage="student",
-            augment=self.student_augment(), progress=progress, config=key,
+            model, train_list, sprofile, seed=run.seed, device=run.device, workdir=run.workdir, stage="student",
+            augment=self.student_augment(), progress=run.progress, config=key,
         )
         last = result.history[-min(20, len(result.history)):]
         student_info = {
@@ -646,45 +639,22 @@ class PseudoLabelStudentMethod(Method):
             "resumed_from": result.resumed_from,
             "train_seconds_last_call": round(result.seconds, 1),
             "n_train_samples": len(train_list),
-            "n_labeled": len(labeled),
+            "n_labeled": len(run.labeled),
             "labeled_repeat": int(self.options["labeled_repeat"]),
-            "n_pseudo_labeled": len(pl_samples),
+            "n_pseudo_labeled": len(x["pl_samples"]),
             "weight_decay": sprofile.weight_decay,
             "final_losses": history_summary(result.history),
             "final_grad_norm": _finite_mean([h.get("grad_norm") for h in last]),
             "model_config": model.nuclei_config,
         }
-        keys = sorted({k for h in result.history for k in h})
-        _atomic_json(workdir / "student_history.json", {
-            "columns": keys,
-            "rows": [[_finite_or_none(h.get(k)) for k in keys] for h in result.history],
-        })
-        save_model(model, path, profile=sprofile, meta={"key": key, "student": student_info})
-        result.checkpoint.unlink(missing_ok=True)  # model.pt supersedes it (the optimizer state doubles its size)
-        model.eval()
-        self.model = model
-        self.fit_info["student"] = student_info
-        self._write_info(workdir, t_fit)
+        return Trained(model=model, meta={"key": key, "student": student_info}, history=result.history,
+                       checkpoint=result.checkpoint, profile=sprofile,
+                       fit_info={**self.fit_info, "student": student_info})
+
+    def write_summary(self, run: FitRun, trained: Trained) -> None:
+        self._write_info(run.workdir, run.started)
 
     def _write_info(self, workdir: Path, t0: float) -> None:
         self.fit_info["fit_seconds_last_call"] = round(time.perf_counter() - t0, 1)
         self.fit_info["box_threshold"] = self.fit_info.get("pseudo_labels", {}).get("box_threshold")
-        _atomic_json(workdir / "fit_info.json", self.fit_info)
-
-    def _need_model(self) -> torch.nn.Module:
-        if self.model is None:
-            raise RuntimeError(f"{self.name}: call fit() before predict()")
-        return self.model
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        from methods.core.inference import predict_instance_maps
-
-        model = self._need_model()
-        rule = {k: self.options[k] for k in self.PREDICT_ONLY}
-        batch = int(getattr(self.profile, "eval_batch_size", 4) or 4)
-        return predict_instance_maps(model, images, batch_size=batch, device=self.device, **rule)
-
-    def teardown(self) -> None:
-        self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        write_json_atomic(workdir / "fit_info.json", self.fit_info)

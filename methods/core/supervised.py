@@ -7,27 +7,22 @@ folder imports another.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-from benchmark.api import Method, TrainData
 
 from .augment import NO_AUGMENT, Augment
-from .checkpoint import CheckpointError
-from .inference import predict_detections, predict_instance_maps
+from .inference import predict_detections
+from .lifecycle import FitRun, MaskRCNNLifecycle, Trained
 from .model import build_model
 from .options import SupervisedOptions
-from .persist import MODEL_FILE, _num, data_digest, load_model, save_model
-from .train import history_summary, train
+from .persist import data_digest
+from .train import train
 
 
-class SupervisedMaskRCNN(Method):
+class SupervisedMaskRCNN(MaskRCNNLifecycle):
     """Supervised Mask R-CNN trained on the labeled patches only.
 
     ``fit`` builds :func:`~methods.core.model.build_model` for the profile, trains it with
@@ -55,10 +50,6 @@ class SupervisedMaskRCNN(Method):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.model: nn.Module | None = None
-        self.profile: Any = None
-        self.device = "cpu"
-        self.fit_info: dict[str, Any] = {}
 
     @property
     def info(self) -> dict[str, Any]:
@@ -66,92 +57,30 @@ class SupervisedMaskRCNN(Method):
         return self.fit_info
 
     # ------------------------------------------------------------------ training
-    def _rule(self) -> dict[str, Any]:
-        o = self.options
-        return {k: o[k] for k in ("score_thresh", "mask_thresh", "dilate", "min_area")}
-
     def train_config(self) -> dict[str, Any]:
         """Options that change training (the instance-map rule does not)."""
         return {"augment": bool(self.options["augment"])}
 
-    def fit(
-        self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path, progress: bool = True,
-    ) -> None:
-        labeled, _ = data.require(self.name)
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.profile, self.device = profile, device
-        digest = data_digest(labeled)
-        expected = {"method": self.name, "version": self.version, "train_config": self.train_config(),
-                    "seed": seed, "profile": profile.digest(), "data": digest}
-        path = workdir / MODEL_FILE
-        if path.exists():
-            model = load_model(path, device=device)
-            meta = model.saved_meta
-            if meta.get("key") != expected:
-                raise CheckpointError(
-                    f"{path} holds a model trained with different settings ({meta.get('key')} vs {expected}); "
-                    f"delete it or use another workdir to retrain."
-                )
-            self.model, self.fit_info = model, meta
-            return
+    def model_key(self, run: FitRun) -> dict[str, Any]:
+        return {"method": self.name, "version": self.version, "train_config": self.train_config(),
+                "seed": run.seed, "profile": run.profile.digest(), "data": data_digest(run.labeled)}
+
+    def train_new(self, run: FitRun, key: dict[str, Any]) -> Trained:
         from benchmark.distributed import note
 
-        note("labeled", digest)
-        torch.manual_seed(seed)
-        model = build_model(profile)
+        note("labeled", key["data"])  # DDP ranks check they hold the same labeled subset
+        torch.manual_seed(run.seed)
+        model = build_model(run.profile)
         result = train(
-            model, labeled, profile, seed=seed, device=device, workdir=workdir, stage=self.name,
-            augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=progress,
-            config=expected,
+            model, run.labeled, run.profile, seed=run.seed, device=run.device, workdir=run.workdir, stage=self.name,
+            augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=run.progress,
+            config=key,
         )
-        self.fit_info = {
-            "key": expected,
-            "model_config": model.nuclei_config,
-            "iterations": result.iterations,
-            "train_seconds_last_call": round(result.seconds, 1),
-            "resumed_from": result.resumed_from,
-            "final_losses": history_summary(result.history),
-            "n_labeled": len(labeled),
-        }
-        save_model(model, path, profile=profile, meta=self.fit_info)
-        (workdir / "model.json").write_text(json.dumps(self.fit_info, indent=2))
-        keys = sorted({k for h in result.history for k in h})
-        (workdir / "train_history.json").write_text(json.dumps(
-            {"columns": keys, "rows": [[_num(h.get(k)) for k in keys] for h in result.history]}
-        ))
-        # model.pt supersedes the training checkpoint (optimizer state doubles its size)
-        result.checkpoint.unlink(missing_ok=True)
-        model.eval()
-        self.model = model
+        return Trained.of(model, result, key=key, n_labeled=len(run.labeled))
 
     # ------------------------------------------------------------------ inference
-    def _need_model(self) -> nn.Module:
-        if self.model is None:
-            raise RuntimeError(f"{self.name}: call fit() (or load_model) before predict()")
-        return self.model
-
-    def _batch(self) -> int:
-        return int(getattr(self.profile, "eval_batch_size", 4) or 4)
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        model = self._need_model()
-        return predict_instance_maps(model, images, batch_size=self._batch(), device=self.device, **self._rule())
-
     def predict_detections(self, images: Sequence[np.ndarray], *, min_score: float = 0.0) -> list[dict[str, np.ndarray]]:
         """Raw detections (``boxes``, ``scores``, soft ``masks``) per image; see
         :func:`methods.core.inference.predict_detections`."""
         model = self._need_model()
         return predict_detections(model, images, batch_size=self._batch(), device=self.device, min_score=min_score)
-
-    def load(self, workdir: Path, *, device: str = "cpu") -> None:
-        """Load a model saved by a previous :meth:`fit` in ``workdir``."""
-        self.model = load_model(workdir, device=device)
-        self.profile = self.model.saved_profile
-        self.device = device
-        self.fit_info = self.model.saved_meta
-
-    def teardown(self) -> None:
-        self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

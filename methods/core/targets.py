@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
+from .helpers import image_to_tensor
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainSample:
@@ -110,7 +112,7 @@ def sample_to_target(s: TrainSample) -> tuple[torch.Tensor, dict[str, torch.Tens
     ``target`` holds ``boxes`` (float32 (N,4)), ``labels`` (int64 (N,), all 1: class-agnostic nucleus),
     ``masks`` (uint8 (N,H,W); all-zero rows for box-only instances) and ``mask_valid`` (bool (N,)).
     """
-    img = torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1).float().div_(255.0)
+    img = image_to_tensor(s.image)
     h, w = s.image.shape[:2]
     if s.label is not None:
         masks, boxes = instance_masks(np.asarray(s.label))

@@ -37,8 +37,6 @@ optimizer and checkpoints include them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import random
 import time
@@ -54,6 +52,7 @@ from benchmark import distributed as bdist
 
 from .augment import Augment
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_atomic, set_rng_state
+from .helpers import stable_hash
 from .targets import TrainSample, as_train_sample, sample_to_target, validate_sample
 
 ORDER_STREAM = 1
@@ -147,11 +146,12 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, ORDER_STREAM, epoch]).permutation(n)
 
 
-class _Sampler:
-    """Seeded epoch-wise shuffling over a sequence; ``batch(i)`` is a pure function of (seed, i)."""
+class EpochSampler:
+    """Seeded epoch-wise shuffling of ``range(n)``: ``indices(i)`` (batch ``i``) is a pure function of
+    ``(seed, stream, i)``; epoch ``e`` is ``numpy.random.default_rng([seed, stream, e]).permutation(n)``."""
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.bs, self.seed = n, batch_size, seed
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int = ORDER_STREAM) -> None:
+        self.n, self.bs, self.seed, self.stream = int(n), int(batch_size), int(seed), int(stream)
         self._cache: dict[int, np.ndarray] = {}
 
     def indices(self, iteration: int) -> list[int]:
@@ -161,7 +161,7 @@ class _Sampler:
             if epoch not in self._cache:
                 if len(self._cache) > 2:
                     self._cache.clear()
-                self._cache[epoch] = epoch_order(self.seed, epoch, self.n)
+                self._cache[epoch] = np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.n)
             out.append(int(self._cache[epoch][pos]))
         return out
 
@@ -210,7 +210,7 @@ class _BatchLoader:
 
 
 def _fingerprint(**parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(parts)
 
 
 def _hook_call(hook: Any, name: str) -> Callable | None:
@@ -220,6 +220,203 @@ def _hook_call(hook: Any, name: str) -> Callable | None:
         return hook
     fn = getattr(hook, name, None)
     return fn if callable(fn) else None
+
+
+def _batch_source(data: Sequence[Any] | BatchFn, batch_size: int, seed: int) -> tuple[BatchFn, int | str]:
+    """``(batch_fn, n_data)``: a given batch function as is, or a seeded epoch-wise shuffle of the samples."""
+    if callable(data) and not isinstance(data, Sequence):
+        return data, "fn"
+    samples = [as_train_sample(x) for x in data]
+    if not samples:
+        raise ValueError("no training samples given")
+    for s in samples:
+        validate_sample(s)
+    sampler = EpochSampler(len(samples), batch_size, seed)
+
+    def batch_fn(it: int, _bs: int) -> list[TrainSample]:
+        return [samples[i] for i in sampler.indices(it)]
+
+    return batch_fn, len(samples)
+
+
+@dataclasses.dataclass
+class _Loop:
+    """The mutable state of one :func:`train` call (model, optimizer, scaler, checkpoint, history)."""
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    opt: torch.optim.Optimizer
+    scaler: Any
+    use_amp: bool
+    dev: torch.device
+    hook: Any
+    stage: str
+    total: int
+    ckpt_path: Path
+    fingerprint: str
+    ddp: Any = None
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    last_good: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.extra_fn = _hook_call(self.hook, "extra_losses")
+        self.after_fn = _hook_call(self.hook, "after_step")
+        #: the model itself, or its DistributedDataParallel wrapper under torchrun
+        self.forward = bdist.wrap(self.model, str(self.dev))
+
+
+def _start_loop(model: nn.Module, profile: Any, *, device: str, hook: Any, stage: str, total: int,
+                ckpt_path: Path, fingerprint: str) -> _Loop:
+    """Move ``model`` to ``device`` in train mode and build its SGD optimizer and AMP scaler."""
+    dev = torch.device(device)
+    model.to(dev)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
+    use_amp = bool(profile.amp) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Loop(model=model, params=params, opt=opt, scaler=scaler, use_amp=use_amp, dev=dev, hook=hook,
+                 stage=stage, total=total, ckpt_path=ckpt_path, fingerprint=fingerprint, ddp=bdist.context())
+
+
+def _resume(loop: _Loop, seed: int) -> int:
+    """Restore the checkpoint if one exists (else seed the global RNGs); the iteration to start at.
+
+    Under DDP every rank resumes from rank 0's checkpoint, each with its own saved RNG state.
+    """
+    start = 0
+    read_path = Path(bdist.broadcast(str(loop.ckpt_path)))
+    if bdist.broadcast(read_path.exists()):
+        ck = load_checkpoint(read_path)
+        if ck.get("fingerprint") != loop.fingerprint:
+            raise CheckpointError(
+                f"checkpoint {loop.ckpt_path} was written by a run with different settings (seed, profile, data, "
+                f"model or method options). Delete it (or use a fresh workdir) to retrain."
+            )
+        loop.model.load_state_dict(ck["model"])
+        loop.opt.load_state_dict(ck["optimizer"])
+        if ck.get("scaler"):
+            loop.scaler.load_state_dict(ck["scaler"])
+        ddp = loop.ddp
+        set_rng_state(ck["rng_ranks"][ddp.rank] if ddp and ck.get("rng_ranks") else ck["rng"])
+        fn = _hook_call(loop.hook, "load_state_dict")
+        if fn is not None and ck.get("hook") is not None:
+            fn(ck["hook"])
+        start = int(ck["iteration"])
+        loop.history = [dict(h) for h in ck["history"]]
+    else:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+    loop.last_good = loop.ckpt_path if loop.ckpt_path.exists() else None
+    return start
+
+
+def _save_checkpoint(loop: _Loop, iteration: int) -> None:
+    """Write the checkpoint atomically; under DDP rank 0 writes it with every rank's RNG state."""
+    ddp = loop.ddp
+    rngs = bdist.all_gather(rng_state()) if ddp else None
+    if ddp and ddp.rank != 0:
+        bdist.barrier()
+        return
+    fn = _hook_call(loop.hook, "state_dict")
+    state = {
+        "format": "nuclei-maskrcnn-checkpoint/1",
+        "fingerprint": loop.fingerprint,
+        "stage": loop.stage,
+        "iteration": iteration,
+        "total": loop.total,
+        "finished": iteration >= loop.total,
+        "model": loop.model.state_dict(),
+        "optimizer": loop.opt.state_dict(),
+        "scaler": loop.scaler.state_dict() if loop.use_amp else {},
+        "rng": rng_state(),
+        "hook": fn() if fn is not None else None,
+        "history": loop.history,
+        **({"rng_ranks": rngs} if rngs else {}),
+    }
+    save_atomic(state, loop.ckpt_path)
+    loop.last_good = loop.ckpt_path
+    bdist.barrier()
+
+
+def _step(loop: _Loop, it: int, lr: float, batch: list[TrainSample], images: list[torch.Tensor],
+          targets: list[dict[str, torch.Tensor]], profile: Any, device: str, seed: int) -> dict[str, float]:
+    """Forward (plus the hook's extra losses), divergence check, backward, clip, optimizer and hook step.
+
+    Returns the iteration's history row (every loss, ``loss``, ``lr``, ``grad_norm``).
+    """
+    extra_fn, after_fn = loop.extra_fn, loop.after_fn
+    model, opt, scaler = loop.model, loop.opt, loop.scaler
+    with torch.autocast(device_type=loop.dev.type, dtype=torch.float16, enabled=loop.use_amp):
+        losses = loop.forward(images, targets)
+        if extra_fn is not None:
+            ctx = StepContext(model, images, targets, batch, losses, it, device, seed)
+            losses = {**losses, **extra_fn(ctx)}
+    loss = sum(v.float() for v in losses.values())
+    if loop.ddp:  # every parameter gets a gradient each step, as DDP's reducer expects
+        loss = loss + 0.0 * sum(p.sum() for p in loop.params)
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    if bdist.any_true(not all(math.isfinite(v) for v in values.values())):
+        raise TrainingDivergedError(it, values, loop.last_good)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    grad_norm = float("nan")
+    if profile.grad_clip and profile.grad_clip > 0:
+        scaler.unscale_(opt)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(loop.params, profile.grad_clip))
+        if not loop.use_amp and not math.isfinite(grad_norm):
+            raise TrainingDivergedError(it, {**values, "grad_norm": grad_norm}, loop.last_good)
+    scaler.step(opt)
+    scaler.update()
+    if after_fn is not None:
+        after_fn(model, it)
+    return {**values, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm}
+
+
+def _progress_bar(progress: bool, total: int, start: int, stage: str) -> Any:
+    if not progress or bdist.rank() != 0:
+        return None
+    from benchmark.progress import progress_bar
+
+    return progress_bar(total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
+
+
+def _show(bar: Any, row: dict[str, float], lr: float) -> None:
+    if bar is None:
+        return
+    losses = {k: v for k, v in row.items() if k not in ("loss", "lr", "grad_norm")}
+    bar.set_postfix_str(
+        f"loss={row['loss']:.3f} "
+        + " ".join(f"{k.replace('loss_', '')}={v:.3f}" for k, v in losses.items())
+        + f" lr={lr:.2g}",
+        refresh=False,
+    )
+    bar.update(1)  # after the postfix, so that a log line shows this iteration's losses
+
+
+def _iterate(loop: _Loop, start: int, loader: _BatchLoader, profile: Any, *, seed: int, device: str,
+             bar: Any, stop_after: int | None) -> bool:
+    """Iterations ``start .. loop.total - 1``, checkpointing on schedule; whether the schedule finished."""
+    total = loop.total
+    finished = start >= total
+    for it in range(start, total):
+        lr = lr_at(it, profile, total) * bdist.lr_factor()
+        for g in loop.opt.param_groups:
+            g["lr"] = lr
+        batch, images, targets = loader.get(it)
+        images = [img.to(loop.dev, non_blocking=True) for img in images]
+        targets = [{k: v.to(loop.dev, non_blocking=True) for k, v in t.items()} for t in targets]
+        loop.history.append(_step(loop, it, lr, batch, images, targets, profile, device, seed))
+        done = it + 1
+        _show(bar, loop.history[-1], lr)
+        if stop_after is not None and done >= stop_after and done < total:
+            break
+        if done % max(1, int(profile.checkpoint_every)) == 0 or done == total:
+            _save_checkpoint(loop, done)
+        if done == total:
+            finished = True
+    return finished
 
 
 def train(
@@ -274,30 +471,7 @@ def train(
     if total <= 0:
         raise ValueError(f"iterations must be positive, got {total}")
     bs = int(profile.batch_size)
-    if callable(data) and not isinstance(data, Sequence):
-        batch_fn: BatchFn = data
-        n_data: int | str = "fn"
-    else:
-        samples = [as_train_sample(x) for x in data]
-        if not samples:
-            raise ValueError("no training samples given")
-        for s in samples:
-            validate_sample(s)
-        sampler = _Sampler(len(samples), bs, seed)
-        n_data = len(samples)
-
-        def batch_fn(it: int, _bs: int) -> list[TrainSample]:
-            return [samples[i] for i in sampler.indices(it)]
-
-    dev = torch.device(device)
-    model.to(dev)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
-    use_amp = bool(profile.amp) and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    ckpt_path = workdir / f"{stage}_checkpoint.pt"
+    batch_fn, n_data = _batch_source(data, bs, seed)
     ddp = bdist.context()
     parts = {"ddp": bdist.describe()} if ddp else {}  # single-process fingerprints stay as they were
     fingerprint = _fingerprint(
@@ -306,128 +480,31 @@ def train(
         model=getattr(model, "nuclei_config", type(model).__name__), augment=augment.config() if augment else None,
         config=config or {}, **parts,
     )
-    history: list[dict[str, float]] = []
-    start = 0
-    read_path = Path(bdist.broadcast(str(ckpt_path)))  # every rank resumes from rank 0's checkpoint
-    if bdist.broadcast(read_path.exists()):
-        ck = load_checkpoint(read_path)
-        if ck.get("fingerprint") != fingerprint:
-            raise CheckpointError(
-                f"checkpoint {ckpt_path} was written by a run with different settings (seed, profile, data, "
-                f"model or method options). Delete it (or use a fresh workdir) to retrain."
-            )
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        set_rng_state(ck["rng_ranks"][ddp.rank] if ddp and ck.get("rng_ranks") else ck["rng"])
-        fn = _hook_call(hook, "load_state_dict")
-        if fn is not None and ck.get("hook") is not None:
-            fn(ck["hook"])
-        start = int(ck["iteration"])
-        history = [dict(h) for h in ck["history"]]
-    else:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-    resumed_from = start
-    last_good: Path | None = ckpt_path if ckpt_path.exists() else None
-    forward = bdist.wrap(model, device)
-
-    def save(iteration: int) -> None:
-        nonlocal last_good
-        rngs = bdist.all_gather(rng_state()) if ddp else None
-        if ddp and ddp.rank != 0:
-            bdist.barrier()
-            return
-        fn = _hook_call(hook, "state_dict")
-        state = {
-            "format": "nuclei-maskrcnn-checkpoint/1",
-            "fingerprint": fingerprint,
-            "stage": stage,
-            "iteration": iteration,
-            "total": total,
-            "finished": iteration >= total,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {},
-            "rng": rng_state(),
-            "hook": fn() if fn is not None else None,
-            "history": history,
-            **({"rng_ranks": rngs} if rngs else {}),
-        }
-        save_atomic(state, ckpt_path)
-        last_good = ckpt_path
-        bdist.barrier()
-
+    loop = _start_loop(model, profile, device=device, hook=hook, stage=stage, total=total,
+                       ckpt_path=workdir / f"{stage}_checkpoint.pt", fingerprint=fingerprint)
+    start = _resume(loop, seed)
     loader = _BatchLoader(batch_fn, bs, seed, augment, total, prefetch=PREFETCH and n_data != "fn",
                           index=(lambda it: it * ddp.world + ddp.rank) if ddp else None)
-    extra_fn = _hook_call(hook, "extra_losses")
-    after_fn = _hook_call(hook, "after_step")
-    bar = None
-    if progress and bdist.rank() == 0:
-        from benchmark.progress import progress_bar
-
-        bar = progress_bar(total, initial=start, desc=stage, unit="it", dynamic_ncols=True, smoothing=0.1)
-    finished = start >= total
+    bar = _progress_bar(progress, total, start, stage)
     try:
-        for it in range(start, total):
-            lr = lr_at(it, profile, total) * bdist.lr_factor()
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch, images, targets = loader.get(it)
-            images = [img.to(dev, non_blocking=True) for img in images]
-            targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                losses = forward(images, targets)
-                if extra_fn is not None:
-                    ctx = StepContext(model, images, targets, batch, losses, it, device, seed)
-                    losses = {**losses, **extra_fn(ctx)}
-            loss = sum(v.float() for v in losses.values())
-            if ddp:  # every parameter gets a gradient each step, as DDP's reducer expects
-                loss = loss + 0.0 * sum(p.sum() for p in params)
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            if bdist.any_true(not all(math.isfinite(v) for v in values.values())):
-                raise TrainingDivergedError(it, values, last_good)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            grad_norm = float("nan")
-            if profile.grad_clip and profile.grad_clip > 0:
-                scaler.unscale_(opt)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, profile.grad_clip))
-                if not use_amp and not math.isfinite(grad_norm):
-                    raise TrainingDivergedError(it, {**values, "grad_norm": grad_norm}, last_good)
-            scaler.step(opt)
-            scaler.update()
-            if after_fn is not None:
-                after_fn(model, it)
-            history.append({**values, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm})
-            done = it + 1
-            if bar is not None:
-                bar.set_postfix_str(
-                    f"loss={history[-1]['loss']:.3f} "
-                    + " ".join(f"{k.replace('loss_', '')}={v:.3f}" for k, v in values.items())
-                    + f" lr={lr:.2g}",
-                    refresh=False,
-                )
-                bar.update(1)  # after the postfix, so that a log line shows this iteration's losses
-            if stop_after is not None and done >= stop_after and done < total:
-                break
-            if done % max(1, int(profile.checkpoint_every)) == 0 or done == total:
-                save(done)
-            if done == total:
-                finished = True
+        finished = _iterate(loop, start, loader, profile, seed=seed, device=device, bar=bar, stop_after=stop_after)
     finally:
         loader.close()
         if bar is not None:
             bar.close()
     if ddp:  # DDP keeps the parameters equal (BatchNorm running stats: rank 0's, broadcast each forward)
-        blob = b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())
-        bdist.note(f"{stage}_weights", hashlib.sha256(blob).hexdigest()[:16])
+        bdist.note(f"{stage}_weights", _weights_digest(model))
     return TrainResult(
-        iterations=len(history), finished=finished, resumed_from=resumed_from, history=history,
-        seconds=time.perf_counter() - t0, checkpoint=ckpt_path,
+        iterations=len(loop.history), finished=finished, resumed_from=start, history=loop.history,
+        seconds=time.perf_counter() - t0, checkpoint=loop.ckpt_path,
     )
+
+
+def _weights_digest(model: nn.Module) -> str:
+    import hashlib
+
+    blob = b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def history_summary(history: list[dict[str, float]], last: int = 20) -> dict[str, float]:

@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.options import option
+from methods.core.heads import MaskRoIs, StandardMaskBranch, masked_bce
+from methods.core.lrd import conv_block
 from methods.core.options import RuleOptions
-from methods.core.heads import MaskRoIs, StandardMaskBranch, group_norm, masked_bce
 from methods.core.train import history_summary
 from methods.core.meanteacher import (
     EMATeacherHook,
@@ -82,18 +83,6 @@ def masked_dice(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
     return (1.0 - dice).mean()
 
 
-def _conv(cin: int, cout: int, k: int, norm: str | None) -> list[nn.Module]:
-    conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=norm != "gn")
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-    layers: list[nn.Module] = [conv]
-    if norm == "gn":
-        layers.append(group_norm(cout))
-    layers.append(nn.ReLU(inplace=True))
-    return layers
-
-
 class TwoStageMaskBranch(StandardMaskBranch):
     """PG-FANet's pseudo-mask-guided two-stage aggregation as a Mask R-CNN mask branch.
 
@@ -117,10 +106,10 @@ class TwoStageMaskBranch(StandardMaskBranch):
     ) -> None:
         super().__init__(in_channels, channels, convs, norm, loss_weight)
         self.stage1_weight, self.dice_weight = float(stage1_weight), float(dice_weight)
-        self.stage1 = nn.Sequential(*_conv(channels, channels, 3, norm), nn.Conv2d(channels, 1, 1))
+        self.stage1 = nn.Sequential(*conv_block(channels, channels, norm), nn.Conv2d(channels, 1, 1))
         nn.init.kaiming_normal_(self.stage1[-1].weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(self.stage1[-1].bias)
-        self.guided = nn.Sequential(*_conv(channels + 1, channels, 3, norm))
+        self.guided = nn.Sequential(*conv_block(channels + 1, channels, norm))
 
     def forward(self, rois: MaskRoIs) -> dict[str, torch.Tensor]:
         x = self.trunk(rois.roi_features)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import contextlib
-import hashlib
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,17 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.api import Method, Patch, TrainData
+from benchmark.api import Patch, TrainData
 from benchmark.options import option
 from methods.core.options import RuleOptions
 from methods.core.augment import NO_AUGMENT, Augment
-from methods.core.checkpoint import CheckpointError
-from methods.core.inference import predict_instance_maps
-from methods.core.persist import data_digest, load_model, save_model
-from methods.core.supervised import SupervisedMaskRCNN
+from methods.core.helpers import digest_parts, savez_atomic, write_json_atomic
+from methods.core.lifecycle import FitRun, MaskRCNNLifecycle, Trained
 from methods.core.model import build_model
+from methods.core.persist import data_digest
+from methods.core.supervised import SupervisedMaskRCNN
 from methods.core.targets import TrainSample
-from methods.core.train import history_summary, train
+from methods.core.train import train
 
 from .matching import VIA_BOX, VIA_MASK, match_points, median_nucleus_size, paint_pseudo_label, point_boxes
 from .refine import crop_masks, crop_windows, make_inputs, refine_masks, train_refiner
@@ -38,35 +36,12 @@ from .teacher import mask_probs_for_boxes, point_candidates
 PL_FILE = "pseudo_labels.npz"
 
 
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            a = np.ascontiguousarray(p)
-            h.update(f"{a.dtype}{a.shape}".encode())
-            h.update(a.tobytes())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def write_history(path: Path, history: Sequence[dict[str, float]]) -> None:
-    """Every training iteration's losses, lr and gradient norm as ``{"columns": [...], "rows": [[...]]}``
-    (non-finite values as ``null``), like the ``maskrcnn`` method's ``train_history.json``."""
-    keys = sorted({k for h in history for k in h})
-
-    def num(x: Any) -> float | None:
-        return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
-
-    path.write_text(json.dumps({"columns": keys, "rows": [[num(h.get(k)) for k in keys] for h in history]}))
-
-
 def unlabeled_digest(patches: Sequence[Patch]) -> str:
     """Hash of the unlabeled patches' ids, images and points."""
     parts: list[Any] = []
     for p in patches:
         parts += [p.id, p.image, np.zeros(0) if p.points is None else np.asarray(p.points, np.float32)]
-    return _digest(*parts)
+    return digest_parts(*parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +58,7 @@ class PointWSSISOptions(RuleOptions):
     refine_iters: int = option(300, "MaskRefineNet training iterations", low=1)
 
 
-class PointWSSISMethod(Method):
+class PointWSSISMethod(MaskRCNNLifecycle):
     """PointWSSIS on Mask R-CNN: teacher, point-selected pseudo masks, student.
 
     Options (keyword arguments; defaults in :attr:`defaults`):
@@ -117,13 +92,7 @@ class PointWSSISMethod(Method):
     version = "1"
     Options = PointWSSISOptions
     table_order = 40
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.model: nn.Module | None = None
-        self.profile: Any = None
-        self.device = "cpu"
-        self.fit_info: dict[str, Any] = {}
+    HISTORY_FILE = "student_history.json"
 
     # -------------------------------------------------------------- teacher
     def _teacher(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
@@ -283,7 +252,7 @@ class PointWSSISMethod(Method):
         return net, {"crops": int(sum(len(x) for x in xs)), "iterations": len(losses),
                      "final_loss": float(np.mean(tail))}
 
-    # -------------------------------------------------------------- fit / predict
+    # -------------------------------------------------------------- lifecycle hooks
     def _train_key(self, seed: int, profile: Any, labeled_digest: str, unl_digest: str, teacher_key: Any):
         o = self.options
         return {
@@ -294,74 +263,53 @@ class PointWSSISMethod(Method):
             "augment": bool(o["augment"]),
         }
 
-    def fit(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
-            progress: bool = True) -> None:
-        labeled, unlabeled = data.require(self.name, "points")
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.profile, self.device = profile, device
-        key = self._train_key(seed, profile, data_digest(labeled), unlabeled_digest(unlabeled), None)
+    def model_key(self, run: FitRun) -> dict[str, Any]:
+        # the teacher's key is filled in by train_new (a reused model.pt needs no teacher)
+        return self._train_key(run.seed, run.profile, data_digest(run.labeled), unlabeled_digest(run.unlabeled),
+                               None)
 
-        path = workdir / "model.pt"
-        if path.exists():
-            model = load_model(path, device=device)
-            saved = model.saved_meta.get("key") or {}
-            if any(saved.get(k) != v for k, v in key.items() if k != "teacher"):
-                raise CheckpointError(
-                    f"{path} holds a {self.name} model trained with different settings or data; delete it or "
-                    f"use another workdir to retrain."
-                )
-            self.model, self.fit_info = model, model.saved_meta
-            return
+    def key_matches(self, saved: Any, key: dict[str, Any]) -> bool:
+        saved = saved or {}
+        return all(saved.get(k) == v for k, v in key.items() if k != "teacher")
 
-        teacher = self._teacher(data, profile=profile, seed=seed, device=device, workdir=workdir,
-                                progress=progress)
+    def _teacher_pseudo_labels(self, run: FitRun, key: dict[str, Any]):
+        """Teacher (trained or reused), then the cached point-guided pseudo-labels; the teacher is released."""
+        teacher = self._teacher(run.data, profile=run.profile, seed=run.seed, device=run.device,
+                                workdir=run.workdir, progress=run.progress)
         teacher_meta = getattr(teacher, "fit_info", None) or getattr(teacher, "info", None) or {}
         key["teacher"] = teacher_meta.get("key")
-        box_size = median_nucleus_size([p.label for p in labeled])
-        batch = int(getattr(profile, "eval_batch_size", 4) or 4)
+        box_size = median_nucleus_size([p.label for p in run.labeled])
+        batch = int(getattr(run.profile, "eval_batch_size", 4) or 4)
         t_pl = time.perf_counter()
         maps, extras, stats = self._cached_pseudo_labels(
-            workdir, key, teacher.model, labeled, unlabeled, box_size, batch, seed, device,
+            run.workdir, key, teacher.model, run.labeled, run.unlabeled, box_size, batch, run.seed, run.device,
         )
         pl_seconds = time.perf_counter() - t_pl
         teacher.teardown()
+        return maps, extras, stats, box_size, pl_seconds
 
-        samples = [TrainSample(image=p.image, label=p.label, id=p.id) for p in labeled]
+    def train_new(self, run: FitRun, key: dict[str, Any]) -> Trained:
+        maps, extras, stats, box_size, pl_seconds = self._teacher_pseudo_labels(run, key)
+        samples = [TrainSample(image=p.image, label=p.label, id=p.id) for p in run.labeled]
         samples += [TrainSample(image=p.image, label=m, boxes=b if len(b) else None, id=p.id)
-                    for p, m, b in zip(unlabeled, maps, extras)]
-        torch.manual_seed(seed)
-        model = build_model(profile)
+                    for p, m, b in zip(run.unlabeled, maps, extras)]
+        torch.manual_seed(run.seed)
+        model = build_model(run.profile)
         result = train(
-            model, samples, profile, seed=seed, device=device, workdir=workdir, stage="student",
-            augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=progress, config=key,
+            model, samples, run.profile, seed=run.seed, device=run.device, workdir=run.workdir, stage="student",
+            augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=run.progress, config=key,
         )
-        self.fit_info = {
-            "key": key,
-            "model_config": model.nuclei_config,
-            "iterations": result.iterations,
-            "train_seconds_last_call": round(result.seconds, 1),
-            "resumed_from": result.resumed_from,
-            "final_losses": history_summary(result.history),
-            "n_labeled": len(labeled),
-            "n_pseudo_labeled": len(unlabeled),
-            "median_box_wh": list(box_size),
-            "pseudo_label_stats": stats,
-            "pseudo_label_seconds_last_call": round(pl_seconds, 1),
-        }
-        save_model(model, path, profile=profile, meta=self.fit_info)
-        (workdir / "model.json").write_text(json.dumps(self.fit_info, indent=2))
-        write_history(workdir / "student_history.json", result.history)
-        # model.pt supersedes the training checkpoint (its optimizer state doubles the size)
-        result.checkpoint.unlink(missing_ok=True)
-        model.eval()
-        self.model = model
+        return Trained.of(
+            model, result, key=key, n_labeled=len(run.labeled), n_pseudo_labeled=len(run.unlabeled),
+            median_box_wh=list(box_size), pseudo_label_stats=stats,
+            pseudo_label_seconds_last_call=round(pl_seconds, 1),
+        )
 
     def _cached_pseudo_labels(self, workdir: Path, key: dict, teacher_model: nn.Module, labeled: Sequence[Patch],
                               unlabeled: Sequence[Patch], box_size, batch_size: int, seed: int, device: str):
         """Pseudo-labels (and, with ``refine``, the MaskRefineNet first), cached in
         ``workdir/pseudo_labels.npz`` under a digest of ``key``."""
-        tag = _digest(key)
+        tag = digest_parts(key)
         path = workdir / PL_FILE
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
@@ -382,30 +330,12 @@ class PointWSSISMethod(Method):
         if refine_info:
             stats = {**stats, "refiner": refine_info}
         if unlabeled and len({m.shape for m in maps}) == 1:  # cache only same-size patches (the usual case)
-            tmp = path.with_name(f".{PL_FILE}.tmp.npz")
-            np.savez_compressed(
-                tmp, key=np.array(tag), ids=np.array([p.id for p in unlabeled]),
+            savez_atomic(
+                path, key=np.array(tag), ids=np.array([p.id for p in unlabeled]),
                 maps=np.stack(maps).astype(np.int32),
                 boxes=np.concatenate(extras).astype(np.float32) if extras else np.zeros((0, 4), np.float32),
                 box_counts=np.array([len(e) for e in extras], dtype=np.int64), stats=np.array(json.dumps(stats)),
             )
-            tmp.replace(path)
-            (workdir / "pseudo_labels.json").write_text(json.dumps({"box_size_wh": list(box_size), **stats},
-                                                                    indent=2))
+            write_json_atomic(workdir / "pseudo_labels.json", {"box_size_wh": list(box_size), **stats},
+                              sort_keys=False)
         return maps, extras, stats
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if self.model is None:
-            raise RuntimeError(f"{self.name}: call fit() before predict()")
-        o = self.options
-        batch = int(getattr(self.profile, "eval_batch_size", 4) or 4)
-        return predict_instance_maps(
-            self.model, list(images), batch_size=batch, device=self.device,
-            score_thresh=o["score_thresh"], mask_thresh=o["mask_thresh"], dilate=o["dilate"],
-            min_area=o["min_area"],
-        )
-
-    def teardown(self) -> None:
-        self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from methods.core.helpers import image_to_tensor
+
 CROP = 64
 SIGMA = 6.0
 
@@ -60,7 +62,7 @@ def make_inputs(image: np.ndarray, points: np.ndarray, masks: Sequence[np.ndarra
     p = len(windows)
     if p == 0:
         return torch.zeros((0, 5, CROP, CROP))
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)[None]
+    img = image_to_tensor(image)[None]
     rois = torch.cat([torch.zeros(p, 1), torch.from_numpy(windows)], dim=1)
     rgb = roi_align(img, rois, (CROP, CROP), 1.0, sampling_ratio=2, aligned=True)
     rough = crop_masks(masks, windows)

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from methods.core.heads import MaskRoIs
+from methods.core.helpers import image_to_tensor
 
 
 def _image_tensor(image: np.ndarray, dev: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0).to(dev)
+    return image_to_tensor(image, device=dev)
 
 
 def _masks_on_boxes(model: nn.Module, features, image_sizes, boxes_t: list[torch.Tensor],

@@ -45,11 +45,9 @@ Workdir: ``shapeprop_checkpoint.pt`` while training (resumable; deleted at the e
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,17 +56,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 
-from benchmark.api import Method, TrainData
 from benchmark.options import option
 from methods.core.options import RuleOptions
 from methods.core.augment import NO_AUGMENT, Augment
-from methods.core.checkpoint import CheckpointError, load_checkpoint
 from methods.core.heads import MaskBranch, MaskRoIs, StandardMaskBranch, masked_bce
-from methods.core.inference import predict_instance_maps
-from methods.core.persist import MODEL_FORMAT, data_digest, profile_from_dict, save_model
+from methods.core.lifecycle import FitRun, MaskRCNNLifecycle, Trained
 from methods.core.model import build_model, resolve_backbone_init
+from methods.core.persist import data_digest
 from methods.core.targets import TrainSample
-from methods.core.train import epoch_order, history_summary, train
+from methods.core.train import epoch_order, train
 
 
 # ------------------------------------------------------------------------------------------ propagation
@@ -243,17 +239,6 @@ def make_branch(profile: Any, **options: Any) -> ShapePropMaskBranch:
     )
 
 
-def write_history(path: Path, history: Sequence[dict[str, float]]) -> None:
-    """Every training iteration's losses, lr and gradient norm as ``{"columns": [...], "rows": [[...]]}``
-    (non-finite values as ``null``), like the ``maskrcnn`` method's ``train_history.json``."""
-    keys = sorted({k for h in history for k in h})
-
-    def num(x: Any) -> float | None:
-        return round(float(x), 6) if x is not None and math.isfinite(float(x)) else None
-
-    path.write_text(json.dumps({"columns": keys, "rows": [[num(h.get(k)) for k in keys] for h in history]}))
-
-
 # ------------------------------------------------------------------------------------------ batches
 class BalancedBatches:
     """A pure batch function ``(iteration, batch_size) -> samples`` for the training loop: each batch holds
@@ -300,7 +285,7 @@ class ShapePropOptions(RuleOptions):
     mask_weight: float = option(1.0, "mask loss factor", low=0.0)
 
 
-class ShapePropMethod(Method):
+class ShapePropMethod(MaskRCNNLifecycle):
     """ShapeProp: partially supervised Mask R-CNN (masks on labeled patches, boxes on every patch).
 
     Options (keyword arguments; defaults in :attr:`defaults`):
@@ -327,14 +312,7 @@ class ShapePropMethod(Method):
     Options = ShapePropOptions
     table_order = 50
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.model: nn.Module | None = None
-        self.profile: Any = None
-        self.device = "cpu"
-        self.fit_info: dict[str, Any] = {}
-
-    def _branch(self, profile: Any) -> ShapePropMaskBranch:
+    def make_branch(self, profile: Any) -> ShapePropMaskBranch:
         o = self.options
         return make_branch(
             profile, latent_dim=int(o["latent_dim"]), steps=int(o["steps"]) or None,
@@ -342,87 +320,26 @@ class ShapePropMethod(Method):
             mask_weight=float(o["mask_weight"]),
         )
 
-    def _key(self, seed: int, profile: Any, labeled: Sequence, unlabeled: Sequence) -> dict[str, Any]:
+    def model_key(self, run: FitRun) -> dict[str, Any]:
         o = self.options
         train_opts = {k: o[k] for k in ("augment", "balanced", "latent_dim", "steps", "act_weight",
                                          "prop_weight", "mask_weight")}
-        return {"method": self.name, "version": self.version, "seed": seed, "profile": profile.digest(),
-                "labeled": data_digest(labeled), "unlabeled": data_digest(unlabeled), "train": train_opts}
+        return {"method": self.name, "version": self.version, "seed": run.seed, "profile": run.profile.digest(),
+                "labeled": data_digest(run.labeled), "unlabeled": data_digest(run.unlabeled), "train": train_opts}
 
-    def fit(self, data: TrainData, *, profile: Any, seed: int, device: str, workdir: Path,
-            progress: bool = True) -> None:
-        labeled, unlabeled = data.require(self.name, "boxes")
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.profile, self.device = profile, device
-        key = self._key(seed, profile, labeled, unlabeled)
-        path = workdir / "model.pt"
-        if path.exists():
-            self._load(path, device, expected_key=key)
-            return
-
-        lab = [TrainSample(image=p.image, label=p.label, id=p.id) for p in labeled]
+    def train_new(self, run: FitRun, key: dict[str, Any]) -> Trained:
+        lab = [TrainSample(image=p.image, label=p.label, id=p.id) for p in run.labeled]
         box = [TrainSample(image=p.image, label=None, boxes=np.asarray(p.boxes, np.float32).reshape(-1, 4),
-                           id=p.id) for p in unlabeled]
+                           id=p.id) for p in run.unlabeled]
         if self.options["balanced"] and box:
-            source: Any = BalancedBatches(lab, box, seed)
+            source: Any = BalancedBatches(lab, box, run.seed)
         else:
             source = lab + box
-        torch.manual_seed(seed)
-        model = build_model(profile, mask_branch=self._branch(profile))
+        torch.manual_seed(run.seed)
+        model = build_model(run.profile, mask_branch=self.make_branch(run.profile))
         result = train(
-            model, source, profile, seed=seed, device=device, workdir=workdir, stage=self.name,
-            augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=progress, config=key,
+            model, source, run.profile, seed=run.seed, device=run.device, workdir=run.workdir, stage=self.name,
+            augment=Augment() if self.options["augment"] else NO_AUGMENT, progress=run.progress, config=key,
         )
-        self.fit_info = {
-            "key": key,
-            "model_config": model.nuclei_config,
-            "iterations": result.iterations,
-            "train_seconds_last_call": round(result.seconds, 1),
-            "resumed_from": result.resumed_from,
-            "final_losses": history_summary(result.history),
-            "n_labeled": len(labeled),
-            "n_box_only": len(unlabeled),
-            "n_box_only_instances": int(sum(len(b.boxes) for b in box)),
-        }
-        save_model(model, path, profile=profile, meta=self.fit_info)
-        (workdir / "model.json").write_text(json.dumps(self.fit_info, indent=2))
-        write_history(workdir / "train_history.json", result.history)
-        # model.pt supersedes the training checkpoint (its optimizer state doubles the size)
-        result.checkpoint.unlink(missing_ok=True)
-        model.eval()
-        self.model = model
-
-    def _load(self, path: Path, device: str, expected_key: dict[str, Any] | None = None) -> None:
-        """Load a finished model; with ``expected_key``, refuse one trained with other settings or data."""
-        blob = load_checkpoint(path)
-        if blob.get("format") != MODEL_FORMAT:
-            raise CheckpointError(f"{path} is not a {MODEL_FORMAT} file (format={blob.get('format')!r})")
-        if expected_key is not None and json.loads(blob["meta"]).get("key") != expected_key:
-            raise CheckpointError(
-                f"{path} holds a {self.name} model trained with different settings or data; delete it or "
-                f"use another workdir to retrain."
-            )
-        profile = profile_from_dict(blob["profile"])
-        model = build_model(profile, mask_branch=self._branch(profile))
-        model.load_state_dict(blob["model"])
-        model.to(torch.device(device))
-        model.eval()
-        self.model, self.profile, self.device = model, profile, device
-        self.fit_info = json.loads(blob["meta"])
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if self.model is None:
-            raise RuntimeError(f"{self.name}: call fit() before predict()")
-        o = self.options
-        batch = int(getattr(self.profile, "eval_batch_size", 4) or 4)
-        return predict_instance_maps(
-            self.model, list(images), batch_size=batch, device=self.device,
-            score_thresh=o["score_thresh"], mask_thresh=o["mask_thresh"], dilate=o["dilate"],
-            min_area=o["min_area"],
-        )
-
-    def teardown(self) -> None:
-        self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        return Trained.of(model, result, key=key, n_labeled=len(run.labeled), n_box_only=len(run.unlabeled),
+                          n_box_only_instances=int(sum(len(b.boxes) for b in box)))

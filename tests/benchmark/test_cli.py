@@ -96,4 +96,5 @@ def test_all_datasets_missing_stops_before_training(capsys, tmp_path):
 
 def test_parser_defaults():
     args = build_parser().parse_args(["run", "--methods", "a", "--datasets", "b"])
-    assert args.ratios == "1/8,1/4,1/2" and args.seeds == "0" and args.profile is None  # resolved per dataset: benchmark.cli.default_profile_name
+    # the profile is resolved per dataset (benchmark.cli.default_profile_name)
+    assert args.ratios == "1/8,1/4,1/2" and args.seeds == "0" and args.profile is None

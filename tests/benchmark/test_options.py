@@ -70,7 +70,8 @@ def test_maskrcnn_has_no_defaults_dict_of_its_own():
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(OptionError, match=r"unknown bass option\(s\) 'gamma': there is no option of that name; valid options: .*alpha"):
+    with pytest.raises(OptionError, match=r"unknown bass option\(s\) 'gamma': there is no option of that "
+                                          r"name; valid options: .*alpha"):
         get_method("bass")(gamma=1)
 
 

@@ -51,7 +51,8 @@ def test_prepare_batch_is_a_pure_function_of_the_iteration(small_patches):
 def _reference_instance_masks(label):
     ids = np.unique(label)
     ids = ids[ids != 0]
-    masks = np.stack([(label == i).astype(np.uint8) for i in ids]) if len(ids) else np.zeros((0,) + label.shape, np.uint8)
+    masks = (np.stack([(label == i).astype(np.uint8) for i in ids]) if len(ids)
+             else np.zeros((0,) + label.shape, np.uint8))
     boxes = []
     for m in masks:
         rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
