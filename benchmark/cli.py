@@ -54,7 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also show distributions and every method's options (type, default, allowed)")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
-    # run -------------------------------------------------------------------------------
+    _add_run_parser(sub)
+
+    # status ----------------------------------------------------------------------------
+    pt = sub.add_parser("status", help="queued / running / done / failed cells of a result store")
+    pt.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
+    pt.add_argument("--json", action="store_true", help="machine-readable output")
+
+    _add_report_parser(sub)
+    _add_verify_parser(sub)
+    _add_splits_parser(sub)
+
+    _add_check_method_parser(sub)
+    return p
+
+
+def _add_run_parser(sub) -> None:
     pr = sub.add_parser("run", help="train and evaluate a grid of methods × datasets × ratios × seeds")
     pr.add_argument("--methods", required=True, help="comma-separated method names (see `list`)")
     pr.add_argument("--datasets", required=True,
@@ -87,12 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "paper's Table 5) or image (whole training images labeled, no overlap leakage)")
     add_executor_arguments(pr)
 
-    # status ----------------------------------------------------------------------------
-    pt = sub.add_parser("status", help="queued / running / done / failed cells of a result store")
-    pt.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
-    pt.add_argument("--json", action="store_true", help="machine-readable output")
 
-    # report ----------------------------------------------------------------------------
+def _add_report_parser(sub) -> None:
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
     pp.add_argument("--results", type=Path, default=Path("results"), help="result store (default: ./results)")
     pp.add_argument("--out", "--report-dir", dest="out", type=Path, default=None,
@@ -121,12 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only the cells of this labeled-subset recipe")
     pp.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     pp.add_argument("--no-figures", action="store_true", help="tables only")
-
-    _add_verify_parser(sub)
-    _add_splits_parser(sub)
-
-    _add_check_method_parser(sub)
-    return p
 
 
 def _add_check_method_parser(sub) -> None:

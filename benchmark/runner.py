@@ -473,9 +473,8 @@ class Runner:
             )
         return self._splits[key]
 
-    def _run_cell(self, cell: CellSpec, path: Path, t0: float) -> None:
-        cls = get_method(cell.method)
-        method = cls(**dict(cell.options))
+    def _write_cell_header(self, cell: CellSpec, cls: type[Method], method: Method, path: Path) -> None:
+        """``cell.json`` (the full key, the method's config and facts) and ``env.json`` (versions, commit)."""
         key = self.cell_key(cell)
         dist, dist_version = distribution_of(cls.__module__)
         store.atomic_write_json(
@@ -497,6 +496,22 @@ class Runner:
         env["method_distribution"] = {"name": dist, "version": dist_version}
         store.atomic_write_json(path / "env.json", env)
 
+    def _predict_test(self, method: Method, split, path: Path) -> dict[str, np.ndarray]:
+        """Predict every test patch (sharded over DDP ranks, gathered on every rank) and store them."""
+        from benchmark.distributed import shard_map
+
+        patches = split.test_patches
+        preds = shard_map(lambda imgs: predict_in_chunks(method, imgs, progress=self.cfg.progress),
+                          [p.image for p in patches])
+        pred_map = {p.id: m for p, m in zip(patches, preds)}
+        store.save_predictions(path / "predictions.npz", pred_map)
+        save_examples(path / "examples.npz", patches)
+        return pred_map
+
+    def _run_cell(self, cell: CellSpec, path: Path, t0: float) -> None:
+        cls = get_method(cell.method)
+        method = cls(**dict(cell.options))
+        self._write_cell_header(cell, cls, method, path)
         split = self._split(cell, frozenset(cls.needs))
         if cls.teacher:
             method.teacher_workdir = self._teacher_dir(cls.teacher, cell) / "work"
@@ -516,15 +531,8 @@ class Runner:
         fit_s = time.time() - t_fit
 
         t_pred = time.time()
-        patches = split.test_patches
-        from benchmark.distributed import shard_map  # DDP: sharded over ranks, gathered on every rank
-
-        preds = shard_map(lambda imgs: predict_in_chunks(method, imgs, progress=self.cfg.progress),
-                          [p.image for p in patches])
+        pred_map = self._predict_test(method, split, path)
         pred_s = time.time() - t_pred
-        pred_map = {p.id: m for p, m in zip(patches, preds)}
-        store.save_predictions(path / "predictions.npz", pred_map)
-        save_examples(path / "examples.npz", patches)
 
         patch_table, image_table = evaluate_both_protocols(split, pred_map)
         patch_table.to_csv(path / "metrics_patch.csv", index=False)
@@ -547,7 +555,7 @@ class Runner:
                 "total_seconds": time.time() - t0,
                 "n_labeled": len(split.train.labeled),
                 "n_unlabeled": len(split.train.unlabeled),
-                "n_test_patches": len(patches),
+                "n_test_patches": len(split.test_patches),
                 "n_test_images": len(split.test_images),
                 "n_val_patches": len(val_table),
                 "fit_info": extra if isinstance(extra, dict) else None,

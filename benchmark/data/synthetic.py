@@ -276,6 +276,69 @@ def _draw_style(rng: np.random.Generator) -> dict:
     }
 
 
+def _draw_shape(rng: np.random.Generator, style: dict) -> dict:
+    """One nucleus's size, shape, stain and texture parameters (lymphocyte or not)."""
+    lymph = rng.random() < style["lymph_frac"]
+    if lymph:
+        r = rng.uniform(4.0, 7.0)
+        aspect = rng.uniform(0.8, 1.0)
+        dens = rng.uniform(1.8, 2.6)
+        rim = rng.uniform(0.0, 0.15)
+        speck_amp = rng.uniform(0.05, 0.2)
+        n_nucleoli = 0
+    else:
+        r = rng.uniform(6.5, 14.0)
+        aspect = rng.uniform(0.45, 0.95)
+        dens = rng.uniform(1.1, 2.0)
+        rim = rng.uniform(0.0, 0.55)
+        speck_amp = rng.uniform(0.15, 0.4)
+        n_nucleoli = int(rng.integers(0, 3))
+    if rng.random() < style["pale_frac"]:
+        dens *= rng.uniform(0.5, 0.75)
+    theta = rng.uniform(0.0, math.pi)
+    harm_amp = rng.uniform(0.0, 0.09, 5) / np.arange(2, 7)
+    harm_phase = rng.uniform(0.0, 2 * math.pi, 5)
+    return {"r": r, "aspect": aspect, "dens": dens, "rim": rim, "speck_amp": speck_amp,
+            "n_nucleoli": n_nucleoli, "theta": theta, "harm_amp": harm_amp, "harm_phase": harm_phase}
+
+
+def _draw_centre(rng: np.random.Generator, centres: list, r: float, cdf: np.ndarray, g: int, cell: int,
+                 style: dict) -> tuple[float, float]:
+    """A centre beside an already placed nucleus (clusters) or drawn from the density grid."""
+    if centres and rng.random() < style["cluster_p"]:
+        pr, pc, prad = centres[int(rng.integers(len(centres)))]
+        ang = rng.uniform(0.0, 2 * math.pi)
+        dist = (prad + r) * rng.uniform(0.6, 1.05)
+        return pr + dist * math.sin(ang), pc + dist * math.cos(ang)
+    k = int(np.searchsorted(cdf, rng.random(), side="right"))
+    k = min(k, g * g - 1)
+    return (k // g + rng.random()) * cell, (k % g + rng.random()) * cell
+
+
+def _occludes_too_much(covered: np.ndarray, areas: dict[int, int]) -> bool:
+    """Would covering these pixels hide > 40 % of a placed nucleus, or leave it under ``MIN_AREA``?"""
+    if not (covered.size and covered.max() > 0):
+        return False
+    ids, counts = np.unique(covered[covered > 0], return_counts=True)
+    return any(c > 0.4 * areas[j] or areas[j] - c < MIN_AREA for j, c in zip(ids.tolist(), counts.tolist()))
+
+
+def _stain(sh: dict, rho: np.ndarray, mask: np.ndarray, speck: np.ndarray, box: tuple, centre: tuple,
+           nucleoli: np.ndarray) -> np.ndarray:
+    """The hematoxylin of one nucleus inside its box: rim profile, speckle texture and nucleoli."""
+    y0, y1, x0, x1 = box
+    cy, cx = centre
+    profile = (1.0 - sh["rim"]) + sh["rim"] * np.clip(rho, 0.0, 1.0) ** 3
+    tex = 1.0 + sh["speck_amp"] * speck[y0:y1, x0:x1]
+    dots = np.zeros_like(rho)
+    if sh["n_nucleoli"]:
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        for dy, dx in nucleoli:
+            ny, nx = cy + dy * sh["r"] * sh["aspect"], cx + dx * sh["r"]
+            dots += np.exp(-((yy - ny) ** 2 + (xx - nx) ** 2) / 2.0)
+    return np.where(mask, sh["dens"] * profile * tex + 0.9 * sh["dens"] * dots, 0.0)
+
+
 def _place_nuclei(
     rng: np.random.Generator, s: int, n_target: int, weight: np.ndarray, style: dict
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -300,54 +363,19 @@ def _place_nuclei(
     next_id = 1
     for _ in range(n_target):
         for _attempt in range(25):
-            lymph = rng.random() < style["lymph_frac"]
-            if lymph:
-                r = rng.uniform(4.0, 7.0)
-                aspect = rng.uniform(0.8, 1.0)
-                dens = rng.uniform(1.8, 2.6)
-                rim = rng.uniform(0.0, 0.15)
-                speck_amp = rng.uniform(0.05, 0.2)
-                n_nucleoli = 0
-            else:
-                r = rng.uniform(6.5, 14.0)
-                aspect = rng.uniform(0.45, 0.95)
-                dens = rng.uniform(1.1, 2.0)
-                rim = rng.uniform(0.0, 0.55)
-                speck_amp = rng.uniform(0.15, 0.4)
-                n_nucleoli = int(rng.integers(0, 3))
-            if rng.random() < style["pale_frac"]:
-                dens *= rng.uniform(0.5, 0.75)
-            theta = rng.uniform(0.0, math.pi)
-            harm_amp = rng.uniform(0.0, 0.09, 5) / np.arange(2, 7)
-            harm_phase = rng.uniform(0.0, 2 * math.pi, 5)
-            if centres and rng.random() < style["cluster_p"]:
-                pr, pc, prad = centres[int(rng.integers(len(centres)))]
-                ang = rng.uniform(0.0, 2 * math.pi)
-                dist = (prad + r) * rng.uniform(0.6, 1.05)
-                cy, cx = pr + dist * math.sin(ang), pc + dist * math.cos(ang)
-            else:
-                k = int(np.searchsorted(cdf, rng.random(), side="right"))
-                k = min(k, g * g - 1)
-                cy = (k // g + rng.random()) * cell
-                cx = (k % g + rng.random()) * cell
-            nucleoli = rng.uniform(-0.45, 0.45, (n_nucleoli, 2))
+            sh = _draw_shape(rng, style)
+            r = sh["r"]
+            cy, cx = _draw_centre(rng, centres, r, cdf, g, cell, style)
+            nucleoli = rng.uniform(-0.45, 0.45, (sh["n_nucleoli"], 2))
             if not (-r < cy < s + r and -r < cx < s + r):
                 continue
-            mask, rho, box = _ellipse(cy, cx, r, aspect, theta, harm_amp, harm_phase, s)
+            mask, rho, box = _ellipse(cy, cx, r, sh["aspect"], sh["theta"], sh["harm_amp"], sh["harm_phase"], s)
             if mask is None:
                 continue
             y0, y1, x0, x1 = box
             sub = label[y0:y1, x0:x1]
             covered = sub[mask]
-            ok = True
-            if covered.size and covered.max() > 0:
-                ids, counts = np.unique(covered[covered > 0], return_counts=True)
-                for j, c in zip(ids.tolist(), counts.tolist()):
-                    left = areas[j] - c
-                    if c > 0.4 * areas[j] or left < MIN_AREA:
-                        ok = False
-                        break
-            if not ok:
+            if _occludes_too_much(covered, areas):
                 continue
             # accept: the new nucleus occludes what it covers
             if covered.size and covered.max() > 0:
@@ -356,15 +384,7 @@ def _place_nuclei(
                     areas[j] -= c
             sub[mask] = next_id
             areas[next_id] = int(mask.sum())
-            profile = (1.0 - rim) + rim * np.clip(rho, 0.0, 1.0) ** 3
-            tex = 1.0 + speck_amp * speck[y0:y1, x0:x1]
-            dots = np.zeros_like(rho)
-            if n_nucleoli:
-                yy, xx = np.mgrid[y0:y1, x0:x1]
-                for dy, dx in nucleoli:
-                    ny, nx = cy + dy * r * aspect, cx + dx * r
-                    dots += np.exp(-((yy - ny) ** 2 + (xx - nx) ** 2) / 2.0)
-            h_nuc[y0:y1, x0:x1] += np.where(mask, dens * profile * tex + 0.9 * dens * dots, 0.0)
+            h_nuc[y0:y1, x0:x1] += _stain(sh, rho, mask, speck, box, (cy, cx), nucleoli)
             centres.append((cy, cx, r))
             next_id += 1
             break
