@@ -83,11 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="labeled subset: paper (default; patches drawn from all training images, as the "
                          "paper's Table 5) or image (whole training images labeled, no overlap leakage)")
     add_executor_arguments(pr)
-
-    # status ----------------------------------------------------------------------------
-    pt = sub.add_parser("status", help="queued / running / done / failed cells of a result store")
-    pt.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
-    pt.add_argument("--json", action="store_true", help="machine-readable output")
+    add_status_parser(sub)
 
     # report ----------------------------------------------------------------------------
     pp = sub.add_parser("report", help="build tables and figures from a result store (runs nothing)")
@@ -152,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                     help="method option, e.g. --set alpha=0.3")
     return p
+
+
+def add_status_parser(sub) -> None:
+    """``benchmark status`` (:mod:`benchmark.executors.status`)."""
+    pt = sub.add_parser("status", help="queued / running / done / failed cells of a result store")
+    pt.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
+    pt.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def add_executor_arguments(pr: argparse.ArgumentParser) -> None:
