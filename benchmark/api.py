@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from benchmark import options as _options
+
 API_VERSION = 1
 
 #: Extra supervision a method may declare on the *unlabeled* patches. The runner derives them from the
@@ -93,8 +95,9 @@ class Method(abc.ABC):
     """Base class of every method.
 
     Subclasses set the class attributes and implement :meth:`fit` and :meth:`predict`. The constructor
-    takes keyword options (method hyper-parameters); ``config()`` must return them, JSON-serialisable,
-    so every result records exactly what ran.
+    takes keyword options (method hyper-parameters), coerced and validated through :attr:`Options`;
+    ``self.opts`` holds the typed instance, ``self.options`` the same values as a dict, and ``config()``
+    returns them JSON-serialisable, so every result records exactly what ran.
 
     Class attributes:
         name: registry name (lower case, ``-`` separated).
@@ -105,6 +108,9 @@ class Method(abc.ABC):
         deep: ``True`` for methods that train a neural network (they honour the training profile).
         uses_unlabeled: ``False`` for supervised-only methods (shown as ``L`` by ``benchmark list``).
         version: bump when a change alters results; it enters the result cache key.
+        Options: the frozen dataclass declaring the options (see :mod:`benchmark.options`).
+        family, ablation, table_order, report_sweeps: what reports read from the registry (``--set``
+            family, Table 2 label, row order, sweep tables); a new method needs no report edit.
     """
 
     name: ClassVar[str] = ""
@@ -115,34 +121,48 @@ class Method(abc.ABC):
     uses_unlabeled: ClassVar[bool] = True
     version: ClassVar[str] = "1"
     api_version: ClassVar[int] = API_VERSION
-    #: option name -> default value. When non-empty, unknown options are rejected and CLI strings
-    #: (``--set bass.alpha=0.3``) are converted to the default's type.
+    #: the method's options: a frozen dataclass whose fields are made with :func:`benchmark.options.option`
+    #: (default, type, allowed values or range, one-line help). CLI strings (``--set bass.alpha=0.3``) are
+    #: coerced and validated through it, unknown options are refused, and ``config()`` returns its values.
+    #: ``None``: the method takes no declared options (any keyword is accepted and recorded as given).
+    Options: ClassVar[type | None] = None
+    #: ``{option: default}``, derived from :attr:`Options` (read-only view for listings and tests). An older
+    #: plugin may set this dict instead of :attr:`Options`; the option types are then inferred from it.
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: name of the registered method whose trained model this method starts from (e.g. BASS's
     #: teacher is ``"maskrcnn"``). The runner trains that cell first and sets :attr:`teacher_workdir`.
     teacher: ClassVar[str | None] = None
     #: ``--set FAMILY.option=value`` reaches every method of a family (``bass`` for all BASS variants).
     family: ClassVar[str | None] = None
+    #: the components this method keeps in an ablation table (Table 2), joined by ``" + "``, e.g.
+    #: ``"NMH + LRD"``; ``None``: not an ablation row. Reports read it from the registry.
+    ablation: ClassVar[str | None] = None
+    #: position of this method's rows in report tables (lower first; ties by name).
+    table_order: ClassVar[int] = 1000
+    #: options whose sweeps get a report table: ``{option: title}`` (BASS: Tables 3/4, Figs. 3/4).
+    report_sweeps: ClassVar[Mapping[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("Options") is not None:
+            cls.defaults = _options.defaults_of(cls.Options)
+        elif cls.__dict__.get("defaults"):
+            cls.Options = _options.from_defaults(cls.defaults, f"{cls.__name__}Options")
 
     def __init__(self, **options: Any) -> None:
-        if self.defaults:
-            unknown = sorted(set(options) - set(self.defaults))
-            if unknown:
-                raise ValueError(
-                    f"method {self.name!r} has no option(s) {unknown}; "
-                    f"valid options: {', '.join(sorted(self.defaults))}"
-                )
-            merged = dict(self.defaults)
-            merged.update({k: coerce_option(v, self.defaults[k], k) for k, v in options.items()})
-            self.options = merged
+        if self.Options is not None:
+            #: the validated, typed options (a frozen :attr:`Options` instance).
+            self.opts = _options.build(self.Options, options, owner=self.name or type(self).__name__)
+            self.options = _options.as_dict(self.opts)
         else:
+            self.opts = None
             self.options = dict(options)
         #: set by the runner for methods with a ``teacher``: the finished teacher cell's workdir.
         self.teacher_workdir: Path | None = None
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable hyper-parameters of this instance (recorded with every result)."""
-        return dict(self.options)
+        return {k: _options.json_value(v) for k, v in self.options.items()}
 
     @abc.abstractmethod
     def fit(
@@ -176,34 +196,6 @@ class Method(abc.ABC):
 
     def teardown(self) -> None:  # pragma: no cover - optional hook
         """Release large resources (GPU memory) after prediction."""
-
-
-def coerce_option(value: Any, like: Any, name: str = "option") -> Any:
-    """Convert a CLI string ``value`` to the type of the default ``like`` (bool, int, float, tuple, str).
-
-    Non-string values pass through unchanged. Raises ``ValueError`` naming the option on bad input.
-    """
-    if not isinstance(value, str) or isinstance(like, str) or like is None:
-        return value
-    try:
-        if isinstance(like, bool):
-            low = value.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true/false")
-        if isinstance(like, int):
-            return int(value)
-        if isinstance(like, float):
-            return float(value)
-        if isinstance(like, (tuple, list)):
-            items = [x for x in value.replace(";", ",").split(",") if x != ""]
-            kind = type(like[0]) if like else float
-            return tuple(kind(x) for x in items)
-    except ValueError as exc:
-        raise ValueError(f"bad value {value!r} for {name} (default {like!r}): {exc}") from None
-    return value
 
 
 def supervision_label(method_cls: type[Method]) -> str:

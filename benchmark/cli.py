@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     # list ------------------------------------------------------------------------------
     pl = sub.add_parser("list", help="list methods, datasets and profiles")
     pl.add_argument("--data-root", type=Path, default=None, help="folder holding one sub-folder per dataset")
-    pl.add_argument("-v", "--verbose", action="store_true", help="also show distributions and targets")
+    pl.add_argument("-v", "--verbose", action="store_true",
+                    help="also show distributions and every method's options (type, default, allowed)")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
     # run -------------------------------------------------------------------------------
@@ -60,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated dataset names, 'folder:PATH', or 'all' (monuseg,cryonuseg,digestpath)")
     pr.add_argument("--ratios", default="1/8,1/4,1/2", help="labeled ratios (default: 1/8,1/4,1/2)")
     pr.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    pr.add_argument("--profile", default="smoke", help="training profile: smoke, cpu, paper (default: smoke)")
+    pr.add_argument("--profile", default=None,
+                    help="training profile: quick, smoke, cpu, paper (default: the datasets' own default "
+                         "profile when they agree, e.g. quick for synthetic; otherwise smoke)")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     pr.add_argument("--data-root", type=Path, default=None,
                     help="folder holding one sub-folder per dataset (default: $NUCLEI_SSL_BENCH_DATA, "
@@ -115,11 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     pp.add_argument("--no-figures", action="store_true", help="tables only")
 
-    # verify ----------------------------------------------------------------------------
+    _add_verify_parser(sub)
+    _add_splits_parser(sub)
+
+    # check-method ----------------------------------------------------------------------
+    pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
+    pc.add_argument("method")
+    pc.add_argument("--device", default="cpu")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
+    pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                    help="method option, e.g. --set alpha=0.3")
+    return p
+
+
+def _add_verify_parser(sub) -> None:
     pv = sub.add_parser("verify", help="check every done cell of a result store against its checksums")
     pv.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
 
-    # splits ----------------------------------------------------------------------------
+
+def _add_splits_parser(sub) -> None:
     ps = sub.add_parser("splits", help="make or show split manifests")
     ssub = ps.add_subparsers(dest="splits_command", metavar="ACTION")
     ssub.required = True
@@ -138,16 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     pss.add_argument("--format", choices=["md", "json"], default="md")
     pss.add_argument("--split-recipe", default=None, choices=["paper", "image"],
                      help="labeled-subset recipe (default: both)")
-
-    # check-method ----------------------------------------------------------------------
-    pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
-    pc.add_argument("method")
-    pc.add_argument("--device", default="cpu")
-    pc.add_argument("--seed", type=int, default=0)
-    pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
-    pc.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                    help="method option, e.g. --set alpha=0.3")
-    return p
 
 
 def add_status_parser(sub) -> None:
@@ -217,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a file the suite had to read or write; name it instead of a traceback
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; re-run the same command to resume.", file=sys.stderr)
@@ -273,12 +282,44 @@ def cmd_list(args) -> int:
         print("\nApproximations")
         for m in approx:
             print(f"  {m['name']}: {m['approximation']}")
+    if args.verbose:
+        _print_options(methods)
     dcols = ["name", "present", "location", "description"] + (["dist"] if args.verbose else [])
     print("\nDatasets (also: folder:PATH for images/ + labels/ folders)")
     print(tabulate([[d.get(c) for c in dcols] for d in datasets], headers=dcols))
     print("\nProfiles")
     print(tabulate([list(p.values()) for p in profiles], headers=list(profiles[0])))
     return EXIT_OK
+
+
+def _print_options(methods: list[dict]) -> None:
+    """``list -v``: every method's declared options (type, default, allowed values, description)."""
+    from tabulate import tabulate
+
+    from benchmark.options import canonical_text
+
+    for m in methods:
+        rows = [[o["name"], o["type"], canonical_text(o["default"]), o["allowed"], o["help"]]
+                for o in m.get("options") or []]
+        if rows:
+            print(f"\nOptions of {m['name']} (--set {m['name']}.OPTION=VALUE)")
+            print(tabulate(rows, headers=["option", "type", "default", "allowed", "description"]))
+
+
+def default_profile_name(datasets: list[str]) -> str:
+    """The profile a run gets without ``--profile``: the datasets' common ``default_profile`` class
+    attribute (``synthetic``: ``quick``), else ``smoke``. Unknown names fall through to ``smoke`` here and
+    fail later with the list of known datasets."""
+    from benchmark.catalog import get_dataset_class
+
+    names = set()
+    for spec in datasets:
+        try:
+            cls = None if spec.startswith("folder:") or spec == "all" else get_dataset_class(spec)
+        except Exception:  # noqa: BLE001 - reported by the runner with the available names
+            cls = None
+        names.add(getattr(cls, "default_profile", None))
+    return names.pop() if len(names) == 1 and None not in names else "smoke"
 
 
 def cmd_run(args) -> int:
@@ -293,7 +334,7 @@ def cmd_run(args) -> int:
     if any(k.startswith("profile.") for k in sweeps):
         raise ValueError("--sweep over profile fields is not supported; run once per profile value")
     try:
-        profile = get_profile(args.profile)
+        profile = get_profile(args.profile or default_profile_name(_split_csv(args.datasets)))
     except KeyError as exc:
         raise ValueError(str(exc.args[0])) from None
     profile = profile.replace(**profile_over) if profile_over else profile

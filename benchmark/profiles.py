@@ -5,6 +5,8 @@ run with the same profile are compared on equal terms. Profiles are frozen datac
 :meth:`Profile.digest` enters the result-cache key, so changing a field re-runs the affected cells.
 
 ==========  ==============================================================================
+``quick``   the first run (default of ``--datasets synthetic``): ``smoke``'s backbone with slimmer heads
+            (64-wide FPN), 160 iterations at lr 0.02, a 100-detection cap; see docs/quickstart.md.
 ``smoke``   tests and CI: lean ResNet-18-FPN (128-wide FPN), native 256 px, 80 iterations (~2 min on
             2 cores); learns synthetic nuclei to AJI ~0.2-0.25 from random init.
 ``cpu``     real data on a 2-core CPU: lean ResNet-18-FPN at 256 px, 600 iterations (~12 epochs of
@@ -21,6 +23,9 @@ import dataclasses
 import hashlib
 import json
 from typing import Any
+
+from benchmark import options
+from benchmark.options import OptionError, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,30 +60,30 @@ class Profile:
     """
 
     name: str
-    backbone: str = "resnet18"
-    norm: str = "gn"
-    pretrained: str = "auto"
-    input_size: int = 256
-    iterations: int = 40
-    batch_size: int = 2
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 0.001
-    warmup_iters: int = 10
-    warmup_factor: float = 0.001
-    lr_steps: tuple[float, ...] = (0.75, 0.9)
-    grad_clip: float = 10.0
-    amp: bool = True
-    checkpoint_every: int = 20
-    rpn_post_nms_top_n_train: int = 300
-    rpn_post_nms_top_n_test: int = 300
-    fpn_channels: int = 256
-    box_batch_size_per_image: int = 128
-    box_head_dim: int = 256
-    mask_head_channels: int = 128
-    mask_head_convs: int = 2
-    detections_per_img: int = 300
-    eval_batch_size: int = 4
+    backbone: str = option("resnet18", "backbone (FPN on top)", choices=("resnet18", "resnet50"))
+    norm: str = option("gn", "backbone normalisation", choices=("frozen_bn", "gn", "bn"))
+    pretrained: str = option("auto", "'auto', 'none' or a path to a backbone state_dict (never downloads)")
+    input_size: int = option(256, "patch side before the network, pixels", low=32)
+    iterations: int = option(40, "SGD iterations per training stage", low=1)
+    batch_size: int = option(2, "patches per iteration", low=1)
+    lr: float = option(0.02, "SGD learning rate", low=0.0, low_open=True)
+    momentum: float = option(0.9, "SGD momentum", low=0.0, high=1.0)
+    weight_decay: float = option(0.001, "SGD weight decay", low=0.0)
+    warmup_iters: int = option(10, "linear warm-up length, iterations", low=0)
+    warmup_factor: float = option(0.001, "warm-up starts at warmup_factor * lr", low=0.0, high=1.0, low_open=True)
+    lr_steps: tuple[float, ...] = option((0.75, 0.9), "fractions of iterations where lr *= 0.1", low=0.0, high=1.0)
+    grad_clip: float = option(10.0, "max global gradient norm (0 = off)", low=0.0)
+    amp: bool = option(True, "mixed precision on CUDA (ignored on CPU)")
+    checkpoint_every: int = option(20, "iterations between checkpoints", low=1)
+    rpn_post_nms_top_n_train: int = option(300, "proposals kept after RPN NMS (training)", low=1)
+    rpn_post_nms_top_n_test: int = option(300, "proposals kept after RPN NMS (inference)", low=1)
+    fpn_channels: int = option(256, "FPN width", low=1)
+    box_batch_size_per_image: int = option(128, "RoIs sampled per image for the box head", low=1)
+    box_head_dim: int = option(256, "width of the two-FC box head", low=1)
+    mask_head_channels: int = option(128, "mask head width", low=1)
+    mask_head_convs: int = option(2, "mask head depth (convolutions)", low=1)
+    detections_per_img: int = option(300, "detection cap per image", low=1)
+    eval_batch_size: int = option(4, "patches per forward pass at inference", low=1)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -91,34 +96,17 @@ class Profile:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> "Profile":
-        """A copy with fields changed; unknown fields raise a ``ValueError`` listing valid ones."""
-        valid = {f.name: f for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - set(valid))
+        """A copy with fields changed. Values (CLI strings or Python values) go through the suite's one
+        coercion (:func:`benchmark.options.coerce`); an unknown field, a wrong type or an out-of-range
+        value raises :class:`~benchmark.options.OptionError` naming ``profile.<field>``."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - fields)
         if unknown:
-            raise ValueError(
-                f"unknown profile field(s) {unknown}; valid fields: {', '.join(sorted(valid))}"
+            raise OptionError(
+                f"unknown profile field(s) {unknown}; valid fields: {', '.join(sorted(fields))}"
             )
-        coerced = {k: _coerce(v, getattr(self, k)) for k, v in changes.items()}
+        coerced = {k: options.parse(Profile, k, v, owner="profile", show_default=False) for k, v in changes.items()}
         return dataclasses.replace(self, **coerced)
-
-
-def _coerce(value: Any, like: Any) -> Any:
-    """Convert a CLI string to the type of the existing field value."""
-    if not isinstance(value, str):
-        return value
-    if isinstance(like, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
-    if isinstance(like, tuple):
-        return tuple(float(x) for x in value.split(",") if x)
-    return value
 
 
 PROFILES: dict[str, Profile] = {
@@ -178,6 +166,26 @@ PROFILES: dict[str, Profile] = {
         mask_head_channels=256,
         mask_head_convs=4,
         detections_per_img=300,
+        eval_batch_size=8,
+    ),
+    "quick": Profile(
+        name="quick",
+        backbone="resnet18",
+        input_size=256,
+        iterations=160,
+        batch_size=2,
+        lr=0.02,
+        warmup_iters=20,
+        lr_steps=(0.85,),
+        checkpoint_every=80,
+        rpn_post_nms_top_n_train=150,
+        rpn_post_nms_top_n_test=150,
+        fpn_channels=64,
+        box_batch_size_per_image=48,
+        box_head_dim=128,
+        mask_head_channels=64,
+        mask_head_convs=2,
+        detections_per_img=100,
         eval_batch_size=8,
     ),
 }

@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import store
+from benchmark import options, store
 from benchmark.api import Method
 from benchmark.catalog import METHODS, PAPER_DATASETS, get_method
 from benchmark.data import dataset_key, manifest_for, open_dataset
 from benchmark.data.base import DatasetError, DatasetNotFoundError
 from benchmark.envinfo import distribution_of, environment
+from benchmark.eta import EtaModel
 from benchmark.profiles import Profile
 
 log = logging.getLogger("benchmark.runner")
@@ -120,8 +121,15 @@ def method_options(cls: type[Method], assignments: dict[str, Any]) -> dict[str, 
 
 
 def validate_assignments(assignments: dict[str, Any], methods: Sequence[str]) -> None:
-    """Every ``prefix.key`` must reach at least one requested method and be a valid option."""
-    for key in assignments:
+    """Every ``prefix.key`` must reach at least one requested method and every value must be valid there.
+
+    ``assignments`` maps ``"prefix.key"`` to a value (``--set``) or a list of values (``--sweep``); each
+    value is coerced and validated through the option declaration of every method it reaches.
+
+    Raises:
+        GridError: naming the key, the value and what is allowed (exit code 2 on the CLI).
+    """
+    for key, value in assignments.items():
         prefix, _, opt = key.partition(".")
         if not opt:
             raise GridError(f"--set/--sweep {key!r}: expected METHOD.option=value or profile.field=value")
@@ -131,12 +139,42 @@ def validate_assignments(assignments: dict[str, Any], methods: Sequence[str]) ->
                 f"--set/--sweep {key!r}: {prefix!r} matches none of the requested methods "
                 f"({', '.join(methods)}); use a method name, a family (e.g. 'bass') or 'profile'"
             )
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise GridError(f"--sweep {key}=: no values; give comma-separated values, e.g. --sweep {key}=V1,V2")
         for cls in targets:
-            if cls.defaults and opt not in cls.defaults:
-                raise GridError(
-                    f"--set/--sweep {key!r}: method {cls.name!r} has no option {opt!r}; "
-                    f"valid: {', '.join(sorted(cls.defaults))}"
-                )
+            if cls.Options is None:
+                continue
+            for v in values:
+                try:
+                    options.parse(cls.Options, opt, v, owner=prefix)
+                except options.OptionError as exc:
+                    where = "" if prefix == cls.name else f" (method {cls.name!r})"
+                    raise GridError(f"--set/--sweep {exc}{where}") from None
+
+
+def canonical_options(cls: type[Method], opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` as they enter the cell key: each value coerced through ``cls.Options`` and written in its
+    one canonical spelling (``"0.30"`` and ``"0.3"`` are the same cell). Undeclared options stay as given."""
+    if cls.Options is None:
+        return dict(opts)
+    return {k: options.canonical_text(options.parse(cls.Options, k, v, owner=cls.name)) for k, v in opts.items()}
+
+
+def check_constructible(cfg: GridConfig) -> None:
+    """Build every (method, options) combination of the grid once, so that an invalid combination (e.g.
+    ``nmh=false`` with ``lrd=false``) stops the grid before any cell, teachers included, starts."""
+    sweep_keys = sorted(cfg.sweeps)
+    for values in itertools.product(*(cfg.sweeps[k] for k in sweep_keys)):
+        assign = {**cfg.overrides, **dict(zip(sweep_keys, values))}
+        for method in cfg.methods:
+            cls = get_method(method)
+            opts = method_options(cls, assign)
+            try:
+                cls(**opts)
+            except (ValueError, TypeError) as exc:
+                shown = " ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "(defaults)"
+                raise GridError(f"method {method!r} with {shown}: {exc}") from None
 
 
 def expand_cells(cfg: GridConfig, datasets: Sequence[str]) -> list[CellSpec]:
@@ -150,11 +188,16 @@ def expand_cells(cfg: GridConfig, datasets: Sequence[str]) -> list[CellSpec]:
             for values in sweep_values:
                 assign = dict(cfg.overrides)
                 assign.update(dict(zip(sweep_keys, values)))
-                opts = method_options(cls, assign)
+                opts = canonical_options(cls, method_options(cls, assign))
                 cell = CellSpec(method, ds, ratio, seed, tuple(sorted(opts.items())))
                 if cell not in cells:
                     cells.append(cell)
     return cells
+
+
+def _eta_row(cell: CellSpec) -> tuple[str, str, str, bool, str | None]:
+    cls = get_method(cell.method)
+    return cell.method, cell.dataset, cell.ratio, bool(cls.deep), cls.teacher
 
 
 def _teacher_first(methods: Sequence[str]) -> list[str]:
@@ -210,12 +253,22 @@ class Runner:
         return status
 
     def check_names(self) -> None:
-        for m in self.cfg.methods:
+        """Validate every name, option, sweep value and seed before anything runs (also ``--dry-run``)."""
+        cfg = self.cfg
+        for axis, values in (("--methods", cfg.methods), ("--datasets", cfg.datasets),
+                             ("--ratios", cfg.ratios), ("--seeds", cfg.seeds)):
+            if not values:
+                raise GridError(f"{axis}: no value given; the grid would have 0 cells")
+        for m in cfg.methods:
             get_method(m)  # raises UnknownNameError / PluginLoadError with the available names
-        validate_assignments({**self.cfg.overrides, **self.cfg.sweeps}, self.cfg.methods)
-        for r in self.cfg.ratios:
+        for seed in cfg.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise GridError(f"--seeds: seed {seed!r} is not allowed; seeds are integers >= 0")
+        validate_assignments({**cfg.overrides, **cfg.sweeps}, cfg.methods)
+        for r in cfg.ratios:
             if r not in DEFAULT_RATIOS:
                 raise GridError(f"unknown ratio {r!r}; available: {', '.join(DEFAULT_RATIOS)}")
+        check_constructible(cfg)
 
     def resolve_datasets(self) -> list[str]:
         """Expand ``all`` and check presence. Returns the dataset specs to run."""
@@ -248,7 +301,9 @@ class Runner:
             if not self.cfg.skip_missing or not present:
                 raise GridError(
                     f"{len(missing)} dataset(s) missing:\n\n{text}\n\n"
-                    + ("Re-run with --skip-missing to run the present ones only." if present else "")
+                    + ("Re-run with --skip-missing to run the present ones only." if present else
+                       "No dataset is present. Try the embedded one first: --datasets synthetic (no download); "
+                       "with some datasets downloaded, add --skip-missing to run the present ones only.")
                 )
             self.echo(f"skipping {len(missing)} missing dataset(s):\n{text}\n")
         return present
@@ -318,14 +373,12 @@ class Runner:
             self.echo(f"warning: {len(self.legacy_cells)} done cell(s) predate checksums and were checked "
                       f"for readability only; re-run them with --force to record checksums.")
         failed = 0
-        durations: list[float] = []
+        rates = EtaModel(self.cfg.profile.iterations)
         done_count = total - len(todo)
         busy: list[tuple[CellSpec, Path]] = []
         for i, (cell, path, _status) in enumerate(todo):
-            eta = ""
-            if durations:
-                left = (len(todo) - i) * (sum(durations) / len(durations))
-                eta = f", ETA {_fmt_secs(left)}"
+            left = rates.estimate([_eta_row(c) for c, _p, _s in todo[i:]]) if i else None
+            eta = f", ETA {_fmt_secs(left)}" if left is not None else ""
             self.echo(
                 f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
             )
@@ -337,7 +390,7 @@ class Runner:
                 self.echo("  held by another process; coming back to it at the end")
                 busy.append((cell, path))
                 continue
-            durations.append(time.time() - t0)
+            rates.observe_dir(cell.method, cell.dataset, cell.ratio, path, time.time() - t0)
             done_count, failed = done_count + (outcome == "done"), failed + (outcome == "failed")
         for cell, path in busy:  # cells another process was training: wait, take over if it died
             outcome = self.run_locked(cell, path, wait=True)
@@ -397,6 +450,19 @@ class Runner:
             root.removeHandler(handler)
             handler.close()
 
+    def _teacher_dir(self, teacher: str, cell: CellSpec) -> Path:
+        """The teacher's cell directory, after training it if it is not done (or damaged)."""
+        tcell = CellSpec(teacher, cell.dataset, cell.ratio, cell.seed, ())
+        tdir = self.cell_dir(tcell)
+        if self.cell_state(tdir) != "done":
+            if tdir in self._damage:
+                self._announce_damage(tdir)
+            self.echo(f"  training teacher {teacher!r} first")
+            # the lock makes a second worker wait for this teacher instead of training it again
+            if self.run_locked(tcell, tdir, wait=True) != "done":
+                raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
+        return tdir
+
     def _split(self, cell: CellSpec, needs: frozenset[str]):
         from benchmark.data.splits import build_split
 
@@ -433,15 +499,7 @@ class Runner:
 
         split = self._split(cell, frozenset(cls.needs))
         if cls.teacher:
-            tcell = CellSpec(cls.teacher, cell.dataset, cell.ratio, cell.seed, ())
-            tdir = self.cell_dir(tcell)
-            if self.cell_state(tdir) != "done":
-                if tdir in self._damage:
-                    self._announce_damage(tdir)
-                self.echo(f"  training teacher {cls.teacher!r} first")
-                if self.run_locked(tcell, tdir, wait=True) != "done":
-                    raise RuntimeError(f"teacher cell failed, see {tdir / store.FAILED}")
-            method.teacher_workdir = tdir / "work"
+            method.teacher_workdir = self._teacher_dir(cls.teacher, cell) / "work"
         workdir = path / "work"
         workdir.mkdir(exist_ok=True)
         log.info("fit %s on %d labeled / %d unlabeled patches", cell.label(),
@@ -601,7 +659,8 @@ def dry_run_rows(runner: Runner) -> list[dict[str, Any]]:
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    """Rows for ``benchmark list``: name, description, supervision, approximation, dist, error."""
+    """Rows for ``benchmark list``: name, description, supervision, approximation, dist, deep and the
+    declared options (:func:`benchmark.options.describe`)."""
     from benchmark.api import supervision_label
 
     rows = []
@@ -617,6 +676,7 @@ def describe_methods() -> list[dict[str, Any]]:
             "approximation": cls.approximation,
             "dist": entry.dist,
             "deep": cls.deep,
+            "options": options.describe(cls.Options) if cls.Options is not None else [],
         })
     return rows
 

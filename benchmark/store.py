@@ -44,7 +44,8 @@ CELL = "cell.json"
 
 #: the files of a done cell whose size and SHA-256 ``done.json`` records (``run.log`` and ``work/``
 #: are diagnostics and method state, not results).
-ARTEFACTS = (CELL, "env.json", "predictions.npz", "examples.npz", "metrics_patch.csv", "metrics_image.csv")
+ARTEFACTS = (CELL, "env.json", "predictions.npz", "examples.npz", "metrics_patch.csv", "metrics_image.csv",
+             "metrics_val.csv")
 METRIC_FILES = {"patch": "metrics_patch.csv", "image": "metrics_image.csv"}
 
 

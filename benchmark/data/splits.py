@@ -126,6 +126,14 @@ def image_counts(recipe: str, n: int) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
+def _dataset_counts(dataset: Dataset, recipe: str, n: int) -> tuple[int, int, int]:
+    """:func:`image_counts`, with the dataset and its folder named in the error."""
+    try:
+        return image_counts(recipe, n)
+    except ManifestError as exc:
+        raise ManifestError(f"dataset {dataset.name!r} at {dataset.root}: {exc}") from None
+
+
 def _rank(seed: int, kind: str, keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=lambda k: (hashlib.sha256(f"{seed}:{kind}:{k}".encode()).hexdigest(), k))
 
@@ -183,10 +191,7 @@ def make_manifest(
         if not callable(label_fp) and rec.label is not None:
             info[name]["label_sha256"] = hashlib.sha256(np.ascontiguousarray(rec.label, np.int32).tobytes()).hexdigest()
     annotated = [n for n in names if info[n]["annotated"]]
-    try:
-        n_train, n_val, n_test = image_counts(recipe, len(annotated))
-    except ManifestError as exc:
-        raise ManifestError(f"dataset {dataset.name!r} at {dataset.root}: {exc}") from None
+    n_train, n_val, n_test = _dataset_counts(dataset, recipe, len(annotated))
     ranked = _rank(seed, "image", annotated)
     part_of = {n: "train" for n in names}  # unannotated -> train
     for n in ranked[n_train : n_train + n_val]:
@@ -626,55 +631,72 @@ def build_split(
     params = PatchParams(**manifest["patch"])
     cache = cache if cache is not None else PatchCache()
     labeled_ids = set(manifest["labeled"][key])
-
-    labeled: list[Patch] = []
-    unlabeled: list[Patch] = []
-    val: list[Patch] = []
-    test: list[Patch] = []
-    test_positions: dict[str, list[tuple[int, int]]] = {}
-    test_images: list[ImageRecord] = []
+    parts = _SplitParts()
     for im in manifest["images"]:
-        name, part = im["name"], im["part"]
-        ip = cache.get(dataset, name, params)
-        if ip.shape != (im["height"], im["width"]):
-            raise ManifestError(
-                f"image {name!r} is {ip.shape[0]}x{ip.shape[1]} but the manifest says "
-                f"{im['height']}x{im['width']}; the file changed: re-download it or regenerate the manifest."
-            )
-        if im["annotated"] and ip.labels is None:
-            raise ManifestError(f"image {name!r} is annotated in the manifest but has no annotation on disk.")
-        for i, pos in enumerate(ip.positions):
-            pid = patch_id(name, pos)
-            image = ip.images[i]
-            if part == "train":
-                if pid in labeled_ids:
-                    labeled.append(Patch(pid, image, ip.labels[i]))  # type: ignore[index]
-                else:
-                    pts = boxes = None
-                    if ip.labels is not None and needs:
-                        gt = ip.labels[i]
-                        pts = instance_points(gt) if "points" in needs else None
-                        boxes = instance_boxes(gt) if "boxes" in needs else None
-                    unlabeled.append(Patch(pid, image, None, pts, boxes))
-            elif part == "val":
-                val.append(Patch(pid, image, ip.labels[i]))  # type: ignore[index]
-            else:
-                test.append(Patch(pid, image, ip.labels[i]))  # type: ignore[index]
-                test_positions.setdefault(name, []).append(pos)
-        if part == "test":
+        ip = _cached_image(cache, dataset, im, params)
+        parts.add(im["name"], im["part"], ip, labeled_ids, needs)
+        if im["part"] == "test":
             # reassembled from the cached patches: no second read of the source files
-            test_images.append(ImageRecord(name, ip.whole_image(), ip.full_label, f"{dataset.name}:{name}"))
-    if len(labeled) != len(labeled_ids):
-        raise ManifestError(f"ratio {key}: {len(labeled_ids) - len(labeled)} labeled patch ids not found in the data")
+            parts.test_images.append(
+                ImageRecord(im["name"], ip.whole_image(), ip.full_label, f"{dataset.name}:{im['name']}"))
+    if len(parts.labeled) != len(labeled_ids):
+        raise ManifestError(
+            f"ratio {key}: {len(labeled_ids) - len(parts.labeled)} labeled patch ids not found in the data")
     return SplitData(
         dataset=manifest["dataset"],
         ratio=key,
-        train=TrainData(labeled=labeled, unlabeled=unlabeled, val=val),
-        test_patches=test,
-        test_images=test_images,
-        test_positions=test_positions,
+        train=TrainData(labeled=parts.labeled, unlabeled=parts.unlabeled, val=parts.val),
+        test_patches=parts.test,
+        test_images=parts.test_images,
+        test_positions=parts.test_positions,
         patch=params,
     )
+
+
+def _cached_image(cache: PatchCache, dataset: Dataset, im: Mapping[str, Any], params: PatchParams):
+    """The cached patches of one manifest image, checked against the manifest's size and annotation."""
+    name = im["name"]
+    ip = cache.get(dataset, name, params)
+    if ip.shape != (im["height"], im["width"]):
+        raise ManifestError(
+            f"image {name!r} is {ip.shape[0]}x{ip.shape[1]} but the manifest says "
+            f"{im['height']}x{im['width']}; the file changed: re-download it or regenerate the manifest."
+        )
+    if im["annotated"] and ip.labels is None:
+        raise ManifestError(f"image {name!r} is annotated in the manifest but has no annotation on disk.")
+    return ip
+
+
+@dataclasses.dataclass
+class _SplitParts:
+    """The patches of a split as :func:`build_split` collects them, image by image."""
+
+    labeled: list[Patch] = dataclasses.field(default_factory=list)
+    unlabeled: list[Patch] = dataclasses.field(default_factory=list)
+    val: list[Patch] = dataclasses.field(default_factory=list)
+    test: list[Patch] = dataclasses.field(default_factory=list)
+    test_positions: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    test_images: list[ImageRecord] = dataclasses.field(default_factory=list)
+
+    def add(self, name: str, part: str, ip, labeled_ids: set[str], needs: frozenset[str]) -> None:
+        """Sort every patch of image ``name`` (of manifest ``part``) into its pool."""
+        for i, pos in enumerate(ip.positions):
+            pid = patch_id(name, pos)
+            image = ip.images[i]
+            if part == "train" and pid in labeled_ids:
+                self.labeled.append(Patch(pid, image, ip.labels[i]))
+            elif part == "train":
+                pts = boxes = None
+                if ip.labels is not None and needs:
+                    gt = ip.labels[i]
+                    pts = instance_points(gt) if "points" in needs else None
+                    boxes = instance_boxes(gt) if "boxes" in needs else None
+                self.unlabeled.append(Patch(pid, image, None, pts, boxes))
+            elif part == "val":
+                self.val.append(Patch(pid, image, ip.labels[i]))
+            else:
+                self.test.append(Patch(pid, image, ip.labels[i]))
+                self.test_positions.setdefault(name, []).append(pos)
 
 
 def manifest_path(dataset_name: str, splits_dir: str | Path | None = None) -> Path:

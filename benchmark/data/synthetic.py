@@ -85,6 +85,8 @@ class SyntheticDataset(Dataset):
     homepage = ""
     layout = "(none: generated on the fly from a seed)"
     image_size = "512x512"
+    #: profile of a run on this dataset alone without ``--profile`` (see ``benchmark.cli``)
+    default_profile = "quick"
 
     def __init__(
         self,

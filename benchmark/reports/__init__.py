@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.reports.collect import Result, collect, results_frame
+from benchmark.reports.methods_info import report_sweeps
 from benchmark.reports.sweeps import sweep_table
 from benchmark.reports.tables import (
     TableOptions,
@@ -24,14 +25,6 @@ from benchmark.reports.tables import (
     table2_grid,
 )
 from benchmark.store import atomic_write_text, iter_cells
-
-#: swept options with a paper table/figure: option -> title
-SWEEPS = {
-    "box_threshold": "Table 3. Box-score threshold v_b",
-    "pixel_threshold": "Table 4. Pixel threshold v_p",
-    "alpha": "Fig. 3. CRC sampling ratio α",
-    "d": "Fig. 4. Band distance d",
-}
 
 __all__ = ["TableOptions", "build_report", "filter_results", "table1", "table2", "table5"]
 
@@ -155,7 +148,7 @@ def _write_tables(res, opts, write):
         grid2 = table2_grid(sub, opts)
         if grid2 is not None:
             tex["table2"].append(to_latex(grid2, f"tab:table2{suffix}"))
-        for option, title in SWEEPS.items():
+        for option, title in report_sweeps().items():
             t = sweep_table(sub, option, title, select_on=opts.select_on)
             if t:
                 sweeps.setdefault(option, []).append(t)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reports.methods_info import method_sort_key  # noqa: F401 - re-exported
 from benchmark.store import CellRecord, iter_cells
 
 METRICS = ("dice", "aji", "pq")
@@ -27,21 +28,6 @@ KEY_FIELDS = ("method", "method_version", "method_options", "dataset", "split_ha
               "ratio", "profile", "profile_digest")
 VAL_FILE = "metrics_val.csv"
 
-#: display order of methods in tables (others follow alphabetically).
-METHOD_ORDER = (
-    "watershed",
-    "maskrcnn",
-    "mmt-psm",
-    "pointwssis",
-    "shapeprop",
-    "noisyboundary",
-    "pg-fanet",
-    "bass-nmh",
-    "bass-lrd",
-    "bass-nmh-lrd",
-    "bass-code",
-    "bass",
-)
 RATIO_ORDER = ("1/8", "1/4", "1/2")
 
 
@@ -244,10 +230,6 @@ def _label_split_collisions(results: list[Result]) -> None:
     for r in results:
         if len(hashes[r.dataset]) > 1:
             r.dataset = f"{r.dataset}#{r.split_hash[:8] or 'unknown'}"
-
-
-def method_sort_key(name: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER), name)
 
 
 def _ratio_key(ratio: str) -> int:

@@ -24,15 +24,10 @@ from typing import Any
 import numpy as np
 
 from benchmark.reports.collect import METRICS, RATIO_ORDER, Result, method_sort_key
+from benchmark.reports.methods_info import ablation_columns, ablation_rows
 
 MISSING = "–"
 METRIC_NAMES = {"dice": "Dice", "aji": "AJI", "pq": "PQ"}
-ABLATIONS = (  # Table 2 rows: (method, NMH, LRD, CRC)
-    ("bass-nmh", True, False, False),
-    ("bass-lrd", False, True, False),
-    ("bass-nmh-lrd", True, True, False),
-    ("bass", True, True, True),
-)
 TESTS = ("permutation", "wilcoxon-patch")
 CORRECTIONS = (None, "holm", "bh")
 FEW_IMAGES = 5
@@ -370,18 +365,20 @@ def table_caption(results: Sequence[Result], opts: TableOptions, comps: Sequence
 
 def table2_grid(results: Sequence[Result], opts: TableOptions = TableOptions()) -> Grid | None:
     """The cells of Table 2 (BASS head ablations), or ``None`` without any ablation result."""
-    names = [a[0] for a in ABLATIONS]
+    ablations = ablation_rows("bass")
+    columns = ablation_columns(ablations)
+    names = [a[0] for a in ablations]
     results = [r for r in results if r.method in names and not r.variant]
     if not results:
         return None
     datasets = _datasets_of(results)
-    header = ["Ratio", "NMH", "LRD", "CRC"] + [f"{ds} {METRIC_NAMES[m]}" for ds in datasets for m in METRICS]
+    header = ["Ratio", *columns] + [f"{ds} {METRIC_NAMES[m]}" for ds in datasets for m in METRICS]
     rows = []
     for ratio in sorted({r.ratio for r in results}, key=_ratio_sort):
         block = [r for r in results if r.ratio == ratio]
         marks = _block_marks(block, datasets, set(names))
-        for i, (name, nmh, lrd, crc) in enumerate(ABLATIONS):
-            row = [Cell(ratio if i == 0 else "")] + [Cell("✓" if x else "") for x in (nmh, lrd, crc)]
+        for i, (name, parts) in enumerate(ablations):
+            row = [Cell(ratio if i == 0 else "")] + [Cell("✓" if c in parts else "") for c in columns]
             for ds in datasets:
                 r = next((x for x in block if x.method == name and x.dataset == ds), None)
                 row += [_cell(r, m, marks[(ds, m)].get(name, "")) for m in METRICS]
@@ -391,7 +388,7 @@ def table2_grid(results: Sequence[Result], opts: TableOptions = TableOptions()) 
         f"(LRD), cross-RoI contrastive learning (CRC). {_evaluated_text(opts)}; {_setting_text(results)}. "
         "Best per ratio in **bold**, second <ins>underlined</ins>. No significance markers in this table."
     )
-    return Grid(header, rows, 4, caption)
+    return Grid(header, rows, 1 + len(columns), caption)
 
 
 def table2(results: Sequence[Result], opts: TableOptions = TableOptions()) -> str:

@@ -6,7 +6,7 @@ R-CNN with the NMH + LRD + CRC mask branch (:mod:`methods.core.two_res_branch`),
 the student's fused mask through the shared instance-map rule.
 
 Variants (all ``family = "bass"``, so ``--set bass.alpha=0.3`` reaches every one; each is a subclass that
-only changes :attr:`defaults`):
+only changes the defaults of its ``Options``):
 
 ================  =========================================================================================
 ``bass``          NMH + LRD + CRC, paper defaults (Table 2 row 4)
@@ -19,34 +19,50 @@ only changes :attr:`defaults`):
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+from typing import Any
 
+from benchmark.options import defaults_of, option, with_defaults
+from methods.core.options import PseudoLabelOptions
 from methods.core.pseudolabels import PseudoLabelStudentMethod
 
-#: BASS's own options (besides the pseudo-label / student / prediction ones of PL_DEFAULTS).
-BASS_OPTIONS: dict[str, Any] = {
-    "nmh": True,
-    "lrd": True,
-    "crc": True,
-    "supervise": "branches",
-    "lrd_boundary_weight": 0.5,
-    "lrd_boundary_width": 1.0,
-    "alpha": 0.7,
-    "d": 4,
-    "bands": "paper",
-    "crc_terms": "all",
-    "infonce": "standard",
-    "query": "sampled",
-    "crc_group": "pair",
-    "tau_easy": 0.3,
-    "tau_hard": 0.7,
-    "crc_weight": 1.0,
-    "roi_min_pixels": 0,
-    "crc_channels": 64,
-    "embed_dim": 64,
-    "crc_max_rois": 0,
-    "crc_in_fusion": False,
-}
+
+@dataclasses.dataclass(frozen=True)
+class BassOptions(PseudoLabelOptions):
+    """BASS's options: those of :class:`~methods.core.options.PseudoLabelOptions` plus the student's heads
+    and the CRC loss (see :class:`methods.core.contrastive.CRCConfig` and
+    :class:`methods.core.two_res_branch.BranchConfig`)."""
+
+    nmh: bool = option(True, "student has the naive 28x28 mask head (Table 2)")
+    lrd: bool = option(True, "student has the 14x14 low-resolution denoising head (Table 2)")
+    crc: bool = option(True, "student trains with the contrastive CRC loss (Table 2)")
+    supervise: str = option(
+        "branches", "BCE on NMH + LRD + fused outputs, or the fused (+14x14 LRD) output only (code)",
+        choices=("branches", "fused"),
+    )
+    lrd_boundary_weight: float = option(0.5, "LRD loss weight near the contour on the 14x14 grid", low=0.0)
+    lrd_boundary_width: float = option(1.0, "width (14x14 cells, both sides) of the LRD contour zone", low=0.0)
+    alpha: float = option(0.7, "CRC sampling ratio of every region", low=0.0, high=1.0, low_open=True)
+    d: int = option(4, "band width in 28x28 RoI cells", low=0)
+    bands: str = option("paper", "Eq. 3-4 regions, or the released edge-distance definition", choices=("paper", "code"))
+    crc_terms: str = option("all", "four InfoNCE terms, or the two hard ones (code)", choices=("all", "hard"))
+    infonce: str = option("standard", "Eq. 7, or ContrastMask's k - q shift (code)", choices=("standard", "code"))
+    query: str = option("sampled", "query = mean of sampled keys, or of all fg/bg pixels (code)",
+                        choices=("sampled", "full"))
+    crc_group: str = option("pair", "random RoI pairs, or one batch-wide query (code)", choices=("pair", "batch"))
+    tau_easy: float = option(0.3, "temperature of the easy (R_f/R_b) terms", low=0.0, low_open=True)
+    tau_hard: float = option(0.7, "temperature of the hard (R_i/R_o) terms", low=0.0, low_open=True)
+    crc_weight: float = option(1.0, "weight of the CRC loss", low=0.0)
+    roi_min_pixels: int = option(0, "drop RoIs with fewer pixels in any region (code: 5)", low=0)
+    crc_channels: int = option(64, "CRC encoder width", low=1)
+    embed_dim: int = option(64, "CRC embedding size", low=1)
+    crc_max_rois: int = option(0, "positive RoIs used by the CRC loss (0 = all)", low=0)
+    crc_in_fusion: bool = option(False, "the CRC encoder's mask logit also feeds the fusion conv (code: True)")
+
+
+_PL_FIELDS = {f.name for f in dataclasses.fields(PseudoLabelOptions)}
+#: BASS's own options and their defaults (besides the pseudo-label / student / prediction ones).
+BASS_OPTIONS: dict[str, Any] = {k: v for k, v in defaults_of(BassOptions).items() if k not in _PL_FIELDS}
 
 #: what ``bass-code`` changes relative to ``bass`` (the choices of the released BASS code).
 CODE_OVERRIDES: dict[str, Any] = {
@@ -72,8 +88,8 @@ CODE_OVERRIDES: dict[str, Any] = {
 class BassMethod(PseudoLabelStudentMethod):
     """BASS (Zhang et al. 2024): boundary-aware contrastive learning for semi-supervised nuclei segmentation.
 
-    Options: :attr:`PseudoLabelStudentMethod.PL_DEFAULTS` (pseudo-labels, student training, prediction rule)
-    plus :data:`BASS_OPTIONS`:
+    Options: :class:`BassOptions` (pseudo-labels, student training, prediction rule, plus
+    :data:`BASS_OPTIONS`):
 
     - ``nmh`` / ``lrd`` / ``crc`` (bool): which heads the student has (Table 2).
     - ``supervise`` ("branches"): ``"branches"`` = BCE on the NMH 28x28 and LRD 14x14 outputs plus the fused
@@ -98,7 +114,15 @@ class BassMethod(PseudoLabelStudentMethod):
         "unspecified paper details (LRD weights, RoI pairing, tau) documented as options"
     )
     version = "1"
-    defaults: ClassVar[dict[str, Any]] = {**PseudoLabelStudentMethod.PL_DEFAULTS, **BASS_OPTIONS}
+    Options = BassOptions
+    ablation = "NMH + LRD + CRC"
+    table_order = 120
+    report_sweeps = {
+        "box_threshold": "Table 3. Box-score threshold v_b",
+        "pixel_threshold": "Table 4. Pixel threshold v_p",
+        "alpha": "Fig. 3. CRC sampling ratio α",
+        "d": "Fig. 4. Band distance d",
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -147,7 +171,9 @@ class BassNMHMethod(BassMethod):
 
     name = "bass-nmh"
     description = "BASS ablation (Table 2): student with the naive 28x28 mask head only (NMH)"
-    defaults: ClassVar[dict[str, Any]] = {**BassMethod.defaults, "nmh": True, "lrd": False, "crc": False}
+    Options = with_defaults(BassOptions, "BassNMHOptions", nmh=True, lrd=False, crc=False)
+    ablation = "NMH"
+    table_order = 80
 
 
 class BassLRDMethod(BassMethod):
@@ -155,7 +181,9 @@ class BassLRDMethod(BassMethod):
 
     name = "bass-lrd"
     description = "BASS ablation (Table 2): student with the 14x14 low-resolution denoising head only (LRD)"
-    defaults: ClassVar[dict[str, Any]] = {**BassMethod.defaults, "nmh": False, "lrd": True, "crc": False}
+    Options = with_defaults(BassOptions, "BassLRDOptions", nmh=False, lrd=True, crc=False)
+    ablation = "LRD"
+    table_order = 90
 
 
 class BassNMHLRDMethod(BassMethod):
@@ -163,7 +191,9 @@ class BassNMHLRDMethod(BassMethod):
 
     name = "bass-nmh-lrd"
     description = "BASS ablation (Table 2): student with NMH + LRD heads, fused (no CRC)"
-    defaults: ClassVar[dict[str, Any]] = {**BassMethod.defaults, "nmh": True, "lrd": True, "crc": False}
+    Options = with_defaults(BassOptions, "BassNMHLRDOptions", nmh=True, lrd=True, crc=False)
+    ablation = "NMH + LRD"
+    table_order = 100
 
 
 class BassCodeMethod(BassMethod):
@@ -171,4 +201,6 @@ class BassCodeMethod(BassMethod):
 
     name = "bass-code"
     description = "BASS as released (zhangye-zoe/BASS @1451b67): 2 hard InfoNCE terms, code quirks, x19 labeled"
-    defaults: ClassVar[dict[str, Any]] = {**BassMethod.defaults, **CODE_OVERRIDES}
+    Options = with_defaults(BassOptions, "BassCodeOptions", **CODE_OVERRIDES)
+    ablation = None  # not a Table 2 row
+    table_order = 110

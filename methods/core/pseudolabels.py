@@ -56,6 +56,8 @@ import torch
 
 from benchmark.api import Method, TrainData
 
+from .options import PseudoLabelOptions
+
 log = logging.getLogger(__name__)
 
 #: the 91 candidate box thresholds of the paper: 0.10, 0.11, ..., 1.00.
@@ -406,47 +408,13 @@ def _finite_mean(values: Sequence[Any]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------ the method base
-def _parse_threshold(value: Any) -> str | float:
-    if isinstance(value, str):
-        if value.strip().lower() == "auto":
-            return "auto"
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"box_threshold must be 'auto' or a number in [0, 1], got {value!r}") from None
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"box_threshold must be 'auto' or a number in [0, 1], got {value}")
-    return value
-
-
-def _parse_optional_float(name: str, value: Any) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "profile")):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or 'profile', got {value!r}") from None
-
-
 class PseudoLabelStudentMethod(Method):
     """Base of offline pseudo-label methods: teacher -> count-matched PLs -> student with a custom mask branch.
 
-    Subclasses set ``name``/``description``/``defaults`` (starting from :attr:`PL_DEFAULTS`) and implement
-    :meth:`build_branch`; they may override :meth:`student_augment`.
-
-    Options common to every subclass (:attr:`PL_DEFAULTS`):
-        box_threshold ("auto"): ``"auto"`` = count matching, or a fixed ``v_b`` in [0, 1].
-        pixel_threshold (0.5): ``v_p`` on the teacher's mask probabilities.
-        tta (False), tta_flips (("h", "v")), tta_scales ((1.0,)): pseudo-label test-time augmentation.
-        pl_min_area (5): PL instances with fewer pixels are dropped.
-        labeled_repeat (1): labeled patches appear this many times in the student's training list (code: 19).
-        student_init ("scratch"): ``"scratch"`` = the profile's initialisation, ``"teacher"`` = the teacher's
-            weights wherever names and shapes match (backbone, RPN, box head, NMH).
-        weight_decay ("profile"): student SGD weight decay; ``"profile"`` = the profile's (code: 1e-4). A string
-            default so that ``--set bass.weight_decay=...`` accepts both a number and ``profile``.
-        augment (True): the shared flips / 90-degree rotations / colour jitter during student training.
-        score_thresh (0.5), mask_thresh (0.5), dilate (0), min_area (5): the instance-map rule at prediction.
+    Subclasses set ``name``/``description``/``Options`` (a subclass of
+    :class:`~methods.core.options.PseudoLabelOptions`, which declares the options common to every
+    subclass: pseudo-labels, student training, the instance-map rule) and implement :meth:`build_branch`;
+    they may override :meth:`student_augment`. ``weight_decay="profile"`` is recorded as ``None``.
     """
 
     teacher = "maskrcnn"
@@ -454,22 +422,7 @@ class PseudoLabelStudentMethod(Method):
     uses_unlabeled = True
     version = "1"
 
-    PL_DEFAULTS: dict[str, Any] = {
-        "box_threshold": "auto",
-        "pixel_threshold": 0.5,
-        "tta": False,
-        "tta_flips": ("h", "v"),
-        "tta_scales": (1.0,),
-        "pl_min_area": 5,
-        "labeled_repeat": 1,
-        "student_init": "scratch",
-        "weight_decay": "profile",
-        "augment": True,
-        "score_thresh": 0.5,
-        "mask_thresh": 0.5,
-        "dilate": 0,
-        "min_area": 5,
-    }
+    Options = PseudoLabelOptions
     #: options that only change prediction (not the PLs or the student)
     PREDICT_ONLY = ("score_thresh", "mask_thresh", "dilate", "min_area")
     #: options that change the pseudo-labels
@@ -477,20 +430,9 @@ class PseudoLabelStudentMethod(Method):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        o = self.options
-        o["box_threshold"] = _parse_threshold(o["box_threshold"])
-        o["weight_decay"] = _parse_optional_float("weight_decay", o["weight_decay"])
-        if isinstance(o["tta_flips"], str):
-            o["tta_flips"] = tuple(x for x in o["tta_flips"].replace(";", ",").split(",") if x)
-        o["tta_flips"] = tuple(str(f) for f in o["tta_flips"])
-        o["tta_scales"] = tuple(float(s) for s in o["tta_scales"])
-        tta_views(True, o["tta_flips"], o["tta_scales"])  # validates
-        if o["student_init"] not in ("scratch", "teacher"):
-            raise ValueError(f"student_init must be 'scratch' or 'teacher', got {o['student_init']!r}")
-        if not 0.0 <= float(o["pixel_threshold"]) <= 1.0:
-            raise ValueError(f"pixel_threshold must be in [0, 1], got {o['pixel_threshold']}")
-        if int(o["labeled_repeat"]) < 1:
-            raise ValueError(f"labeled_repeat must be >= 1, got {o['labeled_repeat']}")
+        # types and ranges are checked by the Options declaration; "profile" is recorded as None
+        if self.options["weight_decay"] == "profile":
+            self.options["weight_decay"] = None
         self.model: torch.nn.Module | None = None
         self.profile: Any = None
         self.device = "cpu"

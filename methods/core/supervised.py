@@ -22,6 +22,7 @@ from .augment import NO_AUGMENT, Augment
 from .checkpoint import CheckpointError
 from .inference import predict_detections, predict_instance_maps
 from .model import build_model
+from .options import SupervisedOptions
 from .persist import MODEL_FILE, _num, data_digest, load_model, save_model
 from .train import history_summary, train
 
@@ -36,12 +37,8 @@ class SupervisedMaskRCNN(Method):
     training checkpoint. If ``model.pt`` already exists for the same settings and data, ``fit`` loads
     it instead of retraining; an interrupted fit resumes from ``workdir/maskrcnn_checkpoint.pt``.
 
-    Options (keyword arguments, all recorded by ``config()``):
-        score_thresh (float, 0.5): minimum detection score painted into the instance map.
-        mask_thresh (float, 0.5): pixel threshold on mask probabilities.
-        dilate (int, 0): dilate each mask by this many pixels before painting (BASS code: 1).
-        min_area (int, 5): instances with fewer visible pixels are dropped.
-        augment (bool, True): flips, 90-degree rotations and colour jitter during training.
+    Options: :class:`~methods.core.options.SupervisedOptions` (the instance-map rule ``score_thresh``,
+    ``mask_thresh``, ``dilate``, ``min_area``, and ``augment``), all recorded by ``config()``.
     """
 
     name = "maskrcnn"
@@ -54,17 +51,10 @@ class SupervisedMaskRCNN(Method):
     uses_unlabeled = False
     version = "1"
 
-    DEFAULTS: dict[str, Any] = {
-        "score_thresh": 0.5, "mask_thresh": 0.5, "dilate": 0, "min_area": 5, "augment": True,
-    }
+    Options = SupervisedOptions
 
     def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(self.DEFAULTS)
-        if unknown:
-            raise ValueError(
-                f"unknown {self.name} option(s) {sorted(unknown)}; valid: {', '.join(sorted(self.DEFAULTS))}"
-            )
-        super().__init__(**{**self.DEFAULTS, **options})
+        super().__init__(**options)
         self.model: nn.Module | None = None
         self.profile: Any = None
         self.device = "cpu"

@@ -86,17 +86,21 @@ def instance_masks(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ``(masks, boxes)``: ``uint8 (N, H, W)`` binary masks in increasing id order and ``float32 (N, 4)``
         boxes ``(x1, y1, x2, y2)`` with x2/y2 exclusive. ``N = 0`` for an empty map.
     """
+    from scipy import ndimage
+
     h, w = label.shape
     ids = np.unique(label)
     ids = ids[ids != 0]
     masks = np.zeros((len(ids), h, w), dtype=np.uint8)
     boxes = np.zeros((len(ids), 4), dtype=np.float32)
+    if not len(ids):
+        return masks, boxes
+    # compare only inside each instance's bounding box (find_objects), not over the whole patch per id
+    slices = ndimage.find_objects(np.asarray(label, np.int64), max_label=int(ids[-1]))
     for k, i in enumerate(ids):
-        m = label == i
-        masks[k] = m
-        rows = np.flatnonzero(m.any(axis=1))
-        cols = np.flatnonzero(m.any(axis=0))
-        boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        ys, xs = slices[int(i) - 1]
+        masks[k, ys, xs] = label[ys, xs] == i
+        boxes[k] = (xs.start, ys.start, xs.stop, ys.stop)
     return masks, boxes
 
 

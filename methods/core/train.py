@@ -166,6 +166,49 @@ class _Sampler:
         return out
 
 
+#: build iteration ``i + 1``'s batch in a background thread while iteration ``i`` trains. Only for a
+#: sample list (its sampler and the per-iteration augmentation streams are pure functions of the iteration,
+#: and neither touches torch's global RNG, so the numbers are identical); a batch function runs inline.
+PREFETCH = True
+
+
+def prepare_batch(batch_fn: BatchFn, it: int, bs: int, seed: int, augment: Augment | None):
+    """Iteration ``it``'s ``(samples, images, targets)`` on the CPU: sampled, augmented, converted."""
+    rng = np.random.default_rng([seed, AUGMENT_STREAM, it])
+    batch = [as_train_sample(s) for s in batch_fn(it, bs)]
+    if augment is not None:
+        batch = [augment(s, rng) for s in batch]
+    pairs = [sample_to_target(s) for s in batch]
+    return batch, [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+class _BatchLoader:
+    """:func:`prepare_batch` per iteration, optionally one iteration ahead in a worker thread."""
+
+    def __init__(self, batch_fn: BatchFn, bs: int, seed: int, augment: Augment | None, total: int,
+                 *, prefetch: bool, index: Callable[[int], int] | None = None) -> None:
+        self.args, self.total = (batch_fn, bs, seed, augment), total
+        #: iteration -> sample index; under DDP each rank takes its own slice of the global batch
+        self.index = index or (lambda it: it)
+        self.pool = None
+        self.pending: dict[int, Any] = {}
+        if prefetch:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+
+    def get(self, it: int):
+        fut = self.pending.pop(it, None)
+        out = fut.result() if fut is not None else prepare_batch(self.args[0], self.index(it), *self.args[1:])
+        if self.pool is not None and it + 1 < self.total:
+            self.pending[it + 1] = self.pool.submit(prepare_batch, self.args[0], self.index(it + 1), *self.args[1:])
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _fingerprint(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -317,6 +360,8 @@ def train(
         last_good = ckpt_path
         bdist.barrier()
 
+    loader = _BatchLoader(batch_fn, bs, seed, augment, total, prefetch=PREFETCH and n_data != "fn",
+                          index=(lambda it: it * ddp.world + ddp.rank) if ddp else None)
     extra_fn = _hook_call(hook, "extra_losses")
     after_fn = _hook_call(hook, "after_step")
     bar = None
@@ -330,16 +375,9 @@ def train(
             lr = lr_at(it, profile, total) * bdist.lr_factor()
             for g in opt.param_groups:
                 g["lr"] = lr
-            gi = it * ddp.world + ddp.rank if ddp else it  # this rank's slice of the global batch
-            rng = np.random.default_rng([seed, AUGMENT_STREAM, gi])
-            batch = [as_train_sample(s) for s in batch_fn(gi, bs)]
-            if augment is not None:
-                batch = [augment(s, rng) for s in batch]
-            images, targets = [], []
-            for s in batch:
-                img, tgt = sample_to_target(s)
-                images.append(img.to(dev, non_blocking=True))
-                targets.append({k: v.to(dev, non_blocking=True) for k, v in tgt.items()})
+            batch, images, targets = loader.get(it)
+            images = [img.to(dev, non_blocking=True) for img in images]
+            targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 losses = forward(images, targets)
                 if extra_fn is not None:
@@ -380,6 +418,7 @@ def train(
             if done == total:
                 finished = True
     finally:
+        loader.close()
         if bar is not None:
             bar.close()
     if ddp:  # DDP keeps the parameters equal (BatchNorm running stats: rank 0's, broadcast each forward)

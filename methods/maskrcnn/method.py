@@ -14,3 +14,4 @@ class MaskRCNNMethod(SupervisedMaskRCNN):
     """Supervised Mask R-CNN (see :class:`~methods.core.supervised.SupervisedMaskRCNN` for the options)."""
 
     name = "maskrcnn"
+    table_order = 20

@@ -42,6 +42,7 @@ before switching the mean teacher on; the finished ``maskrcnn`` cell plays that 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.options import option
+from methods.core.options import RuleOptions
 from methods.core.train import history_summary
 from methods.core.meanteacher import (
     EMATeacherHook,
@@ -271,6 +274,30 @@ def _union_mask(det: dict[str, torch.Tensor], shape: tuple[int, int]) -> torch.T
 
 
 # ---------------------------------------------------------------------------------- the method
+@dataclasses.dataclass(frozen=True)
+class MMTPSMOptions(RuleOptions):
+    """Options of :class:`MMTPSMMethod` (plus the instance-map rule of :class:`RuleOptions`)."""
+
+    ema_decay: float = option(0.99, "EMA decay cap, alpha_t = min(1 - 1/(t+1), ema_decay)", low=0.0, high=1.0)
+    n_color_aug: int = option(2, "K colour augmentations per unlabeled patch (2K teacher views)", low=1)
+    sharpen_T: float = option(0.5, "temperature of the PSM target", low=0.0, low_open=True)
+    neg_weight: float = option(1.5, "PSM loss weight of the mined negatives", low=0.0)
+    psm_weight: float = option(0.2, "weight of the PSM consistency term", low=0.0)
+    mgd_weight: float = option(1.0, "weight of the MGD distillation term", low=0.0)
+    consistency_lambda: float = option(5.0, "plateau factor on both consistency terms", low=0.0)
+    rampup_start: float = option(1000 / 7000, "ramp-up start, fraction of the profile's iterations", low=0.0, high=1.0)
+    rampup_len: float = option(250 / 7000, "ramp-up length, fraction of the profile's iterations", low=0.0, high=1.0)
+    rampdown_len: float = option(
+        250 / 7000, "ramp-down length, fraction of the profile's iterations", low=0.0, high=1.0,
+    )
+    teacher_score_thresh: float = option(0.5, "teacher detections kept as ground truth", low=0.0, high=1.0)
+    erase_prob: float = option(0.9, "random-erasing probability of every unlabeled view", low=0.0, high=1.0)
+    adaptor_channels: int = option(128, "MGD adaptor output width", low=1)
+    unlabeled_batch_size: int = option(0, "unlabeled patches per iteration (0 = the profile's batch size)", low=0)
+    predict_with: str = option("teacher", "model used for prediction", choices=("teacher", "student"))
+    augment: bool = option(True, "flips/rotations/colour jitter on the labeled batches")
+
+
 class MMTPSMMethod(MeanTeacherMaskRCNN):
     """MMT-PSM on the shared Mask R-CNN core (see the module docstring for the algorithm).
 
@@ -303,28 +330,8 @@ class MMTPSMMethod(MeanTeacherMaskRCNN):
     )
     teacher = "maskrcnn"
     version = "1"
-    defaults = {
-        "ema_decay": 0.99,
-        "n_color_aug": 2,
-        "sharpen_T": 0.5,
-        "neg_weight": 1.5,
-        "psm_weight": 0.2,
-        "mgd_weight": 1.0,
-        "consistency_lambda": 5.0,
-        "rampup_start": 1000 / 7000,
-        "rampup_len": 250 / 7000,
-        "rampdown_len": 250 / 7000,
-        "teacher_score_thresh": 0.5,
-        "erase_prob": 0.9,
-        "adaptor_channels": 128,
-        "unlabeled_batch_size": 0,
-        "predict_with": "teacher",
-        "augment": True,
-        "score_thresh": 0.5,
-        "mask_thresh": 0.5,
-        "dilate": 0,
-        "min_area": 5,
-    }
+    Options = MMTPSMOptions
+    table_order = 30
 
     def ramp(self, total: int) -> RampSchedule:
         o = self.options

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from benchmark.options import option
+from methods.core.options import PseudoLabelOptions
 from methods.core.two_res_branch import BassMaskBranch, BranchConfig
 from methods.core.lrd import weighted_mask_bce
 from methods.core.augment import Augment
@@ -161,10 +163,18 @@ class StrongAugment:
         return TrainSample(image=np.ascontiguousarray(img), label=s.label, boxes=s.boxes, id=s.id)
 
 
+@dataclasses.dataclass(frozen=True)
+class NoisyBoundaryOptions(PseudoLabelOptions):
+    """Options of :class:`NoisyBoundaryMethod`: :class:`~methods.core.options.PseudoLabelOptions` plus these."""
+
+    bpm: str = option("paper", "boundary-pixel modelling of the loss", choices=BPM_MODES)
+    strong_augment: bool = option(True, "StrongAugment (True) or the shared augmentation (False)")
+
+
 class NoisyBoundaryMethod(PseudoLabelStudentMethod):
     """NoisyBoundary: count-matched PLs -> student with the noise-tolerant mask head and the BPM loss.
 
-    Options: :attr:`PseudoLabelStudentMethod.PL_DEFAULTS` plus ``bpm`` ("paper" | "code" | "none", default
+    Options: :class:`NoisyBoundaryOptions`, i.e. the pseudo-label ones plus ``bpm`` ("paper" | "code" | "none", default
     "paper") and ``strong_augment`` (True: :class:`StrongAugment`; False: the shared augmentation).
     """
 
@@ -176,8 +186,8 @@ class NoisyBoundaryMethod(PseudoLabelStudentMethod):
         "re-implemented with numpy/scipy; BPM as per-pixel Laplacian weighting (paper intent) by default"
     )
     version = "1"
-    defaults: ClassVar[dict[str, Any]] = {**PseudoLabelStudentMethod.PL_DEFAULTS, "bpm": "paper",
-                                          "strong_augment": True}
+    Options = NoisyBoundaryOptions
+    table_order = 60
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

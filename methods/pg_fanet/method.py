@@ -35,6 +35,7 @@ official code trains one network on both), so it needs no ``maskrcnn`` teacher c
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.options import option
+from methods.core.options import RuleOptions
 from methods.core.heads import MaskRoIs, StandardMaskBranch, group_norm, masked_bce
 from methods.core.train import history_summary
 from methods.core.meanteacher import (
@@ -259,6 +262,24 @@ class PGFANetHook(EMATeacherHook):
 
 
 # ---------------------------------------------------------------------------------- the method
+@dataclasses.dataclass(frozen=True)
+class PGFANetOptions(RuleOptions):
+    """Options of :class:`PGFANetMethod` (plus the instance-map rule of :class:`RuleOptions`)."""
+
+    ema_decay: float = option(0.99, "teacher EMA decay", low=0.0, high=1.0)
+    ema_schedule: str = option("warmup10", "EMA schedule", choices=("mean_teacher", "warmup10"))
+    consistency_weight: float = option(0.1, "plateau weight of the consistency loss", low=0.0)
+    rampup_len: float = option(1.0, "sigmoid ramp-up length, fraction of the profile's iterations", low=0.0)
+    teacher_score_thresh: float = option(0.5, "teacher detections whose masks are the targets", low=0.0, high=1.0)
+    noise_std: float = option(0.5, "Gaussian noise on the student's unlabeled input", low=0.0)
+    detach_target: bool = option(True, "the student's share of the mixed target carries no gradient")
+    stage1_weight: float = option(1.0, "supervised stage-1 loss weight", low=0.0)
+    dice_weight: float = option(1.0, "weight of the Dice term added to BCE", low=0.0)
+    unlabeled_batch_size: int = option(0, "unlabeled patches per iteration (0 = the profile's batch size)", low=0)
+    predict_with: str = option("student", "model used for prediction", choices=("student", "teacher"))
+    augment: bool = option(True, "flips/rotations/colour jitter on labeled batches")
+
+
 class PGFANetMethod(MeanTeacherMaskRCNN):
     """PG-FANet's mean teacher and two-stage mask head on Mask R-CNN (see the module docstring).
 
@@ -286,24 +307,8 @@ class PGFANetMethod(MeanTeacherMaskRCNN):
         "consistency on teacher-detected RoIs; not the original two-stage dilated ResNet-34 semantic network"
     )
     version = "1"
-    defaults = {
-        "ema_decay": 0.99,
-        "ema_schedule": "warmup10",
-        "consistency_weight": 0.1,
-        "rampup_len": 1.0,
-        "teacher_score_thresh": 0.5,
-        "noise_std": 0.5,
-        "detach_target": True,
-        "stage1_weight": 1.0,
-        "dice_weight": 1.0,
-        "unlabeled_batch_size": 0,
-        "predict_with": "student",
-        "augment": True,
-        "score_thresh": 0.5,
-        "mask_thresh": 0.5,
-        "dilate": 0,
-        "min_area": 5,
-    }
+    Options = PGFANetOptions
+    table_order = 70
 
     def make_branch(self, profile: Any) -> TwoStageMaskBranch:
         from methods.core.model import fpn_channels, resolve_backbone_init

@@ -5,6 +5,7 @@ See the package documentation (:mod:`methods.pointwssis`) for the pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import contextlib
 import hashlib
 import json
@@ -19,6 +20,8 @@ import torch
 from torch import nn
 
 from benchmark.api import Method, Patch, TrainData
+from benchmark.options import option
+from methods.core.options import RuleOptions
 from methods.core.augment import NO_AUGMENT, Augment
 from methods.core.checkpoint import CheckpointError
 from methods.core.inference import predict_instance_maps
@@ -66,6 +69,20 @@ def unlabeled_digest(patches: Sequence[Patch]) -> str:
     return _digest(*parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class PointWSSISOptions(RuleOptions):
+    """Options of :class:`PointWSSISMethod` (plus the instance-map rule of :class:`RuleOptions`; here
+    ``mask_thresh`` and ``min_area`` also apply to the teacher's candidate and pseudo masks)."""
+
+    augment: bool = option(True, "flips / rotations / colour jitter while training the student")
+    candidate_score: float = option(0.001, "teacher score threshold for candidates", low=0.0, high=1.0)
+    candidate_cap: int = option(300, "the teacher keeps at least this many detections per patch", low=1)
+    fallback_box: bool = option(True, "teacher mask head on a median-sized box at unmatched points")
+    unmatched_as_boxes: bool = option(True, "points without a pseudo mask become box-only instances")
+    refine: bool = option(False, "refine every pseudo mask with a small MaskRefineNet")
+    refine_iters: int = option(300, "MaskRefineNet training iterations", low=1)
+
+
 class PointWSSISMethod(Method):
     """PointWSSIS on Mask R-CNN: teacher, point-selected pseudo masks, student.
 
@@ -98,19 +115,8 @@ class PointWSSISMethod(Method):
     deep = True
     uses_unlabeled = True
     version = "1"
-    defaults = {
-        "score_thresh": 0.5,
-        "mask_thresh": 0.5,
-        "dilate": 0,
-        "min_area": 5,
-        "augment": True,
-        "candidate_score": 0.001,
-        "candidate_cap": 300,
-        "fallback_box": True,
-        "unmatched_as_boxes": True,
-        "refine": False,
-        "refine_iters": 300,
-    }
+    Options = PointWSSISOptions
+    table_order = 40
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -44,6 +44,7 @@ Workdir: ``shapeprop_checkpoint.pt`` while training (resumable; deleted at the e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -58,6 +59,8 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 
 from benchmark.api import Method, TrainData
+from benchmark.options import option
+from methods.core.options import RuleOptions
 from methods.core.augment import NO_AUGMENT, Augment
 from methods.core.checkpoint import CheckpointError, load_checkpoint
 from methods.core.heads import MaskBranch, MaskRoIs, StandardMaskBranch, masked_bce
@@ -284,6 +287,19 @@ class BalancedBatches:
 
 
 # ------------------------------------------------------------------------------------------ the method
+@dataclasses.dataclass(frozen=True)
+class ShapePropOptions(RuleOptions):
+    """Options of :class:`ShapePropMethod` (plus the instance-map rule of :class:`RuleOptions`)."""
+
+    augment: bool = option(True, "flips / rotations / colour jitter while training")
+    balanced: bool = option(True, "half of every batch labeled (False: one shuffled pool, as the reference)")
+    latent_dim: int = option(24, "propagated embedding channels (reference 24)", low=1)
+    steps: int = option(0, "message-passing rounds, 0 = max(h, w) = 14 (reference)", low=0)
+    act_weight: float = option(1.0, "saliency (activation) loss factor", low=0.0)
+    prop_weight: float = option(1.0, "propagation loss factor", low=0.0)
+    mask_weight: float = option(1.0, "mask loss factor", low=0.0)
+
+
 class ShapePropMethod(Method):
     """ShapeProp: partially supervised Mask R-CNN (masks on labeled patches, boxes on every patch).
 
@@ -308,19 +324,8 @@ class ShapePropMethod(Method):
     deep = True
     uses_unlabeled = True
     version = "1"
-    defaults = {
-        "score_thresh": 0.5,
-        "mask_thresh": 0.5,
-        "dilate": 0,
-        "min_area": 5,
-        "augment": True,
-        "balanced": True,
-        "latent_dim": 24,
-        "steps": 0,
-        "act_weight": 1.0,
-        "prop_weight": 1.0,
-        "mask_weight": 1.0,
-    }
+    Options = ShapePropOptions
+    table_order = 50
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

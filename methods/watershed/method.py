@@ -34,6 +34,7 @@ Nothing is random: ``seed`` only picks which patches are used when there are mor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,24 @@ import numpy as np
 from scipy import ndimage
 
 from benchmark.api import Method, TrainData
+from benchmark.options import option
+
+
+@dataclasses.dataclass(frozen=True)
+class WatershedOptions:
+    """Options of :class:`WatershedMethod`."""
+
+    smooth_sigma: float = option(1.0, "Gaussian sigma (pixels) applied to the H channel", low=0.0)
+    normalize: str = option("median", "subtract each image's median H, or keep raw H", choices=("median", "none"))
+    threshold_quantiles: int = option(99, "number of candidate thresholds (quantiles 1 %..99 %)", low=2)
+    opening_radius: int = option(1, "disk radius of the binary opening (0 = no opening)", low=0)
+    min_distance: int = option(0, "marker spacing in pixels; 0 = fit it", low=0)
+    distance_factors: tuple[float, ...] = option(
+        (0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3), "min_distance candidates, multiples of the median nucleus radius",
+        low=0.0, low_open=True,
+    )
+    min_area: int = option(0, "smallest kept object in pixels; 0 = fit it", low=0)
+    max_fit_patches: int = option(200, "at most this many labeled patches are used for fitting", low=1)
 
 
 class WatershedMethod(Method):
@@ -66,16 +85,8 @@ class WatershedMethod(Method):
     uses_unlabeled = False
     deep = False
     version = "1"
-    defaults = {
-        "smooth_sigma": 1.0,
-        "normalize": "median",
-        "threshold_quantiles": 99,
-        "opening_radius": 1,
-        "min_distance": 0,
-        "distance_factors": (0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3),
-        "min_area": 0,
-        "max_fit_patches": 200,
-    }
+    Options = WatershedOptions
+    table_order = 10
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -58,7 +58,8 @@ def aperio_xml(regions: list[list[tuple[float, float]]], doctype: str = "") -> s
         + "</Vertices></Region>"
         for k, verts in enumerate(regions, start=1)
     )
-    return f'<?xml version="1.0"?>{doctype}<Annotations><Annotation><Regions>{body}</Regions></Annotation></Annotations>'
+    regions_xml = f"<Annotation><Regions>{body}</Regions></Annotation>"
+    return f'<?xml version="1.0"?>{doctype}<Annotations>{regions_xml}</Annotations>'
 
 
 def monuseg_test(data_root: Path, n: int = 4) -> Path:
@@ -241,12 +242,27 @@ def _(tmp, store):
 
 @case("out-unwritable")
 def _(tmp, store):
-    if os.geteuid() == 0:  # root ignores modes; sysfs refuses even root
-        target = Path("/sys/nuclei-ssl-bench-store")
-    else:
-        (tmp / "ro").mkdir(mode=0o500)
-        target = tmp / "ro" / "s"
+    target = _unwritable(tmp)
     return [*RUN, "--datasets", "synthetic", "--out", str(target)], ["--out", str(target), "cannot write"]
+
+
+def _unwritable(tmp: Path) -> Path:
+    if os.geteuid() == 0:  # root ignores modes; sysfs refuses even root
+        return Path("/sys/nuclei-ssl-bench-out")
+    (tmp / "ro").mkdir(mode=0o500)
+    return tmp / "ro" / "x"
+
+
+@case("report-dir-unwritable")
+def _(tmp, store):
+    target = _unwritable(tmp)
+    return ["report", "--results", str(store), "--out", str(target), "--no-figures"], [str(target)]
+
+
+@case("splits-make-out-unwritable")
+def _(tmp, store):
+    target = _unwritable(tmp) / "m.json"
+    return ["splits", "make", "--dataset", "synthetic", "--out", str(target)], [str(target.parent)]
 
 
 for _opt in ("--seeds", "--ratios", "--methods", "--datasets"):

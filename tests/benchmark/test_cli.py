@@ -10,7 +10,7 @@ from benchmark.cli import EXIT_OK, EXIT_USAGE, build_parser, main
 
 
 @pytest.mark.parametrize("cmd", [[], ["list"], ["run"], ["report"], ["splits"], ["splits", "make"],
-                                 ["splits", "show"], ["check-method"]])
+                                 ["splits", "show"], ["check-method"], ["verify"]])
 def test_every_subcommand_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main(cmd + ["--help"])
@@ -96,4 +96,4 @@ def test_all_datasets_missing_stops_before_training(capsys, tmp_path):
 
 def test_parser_defaults():
     args = build_parser().parse_args(["run", "--methods", "a", "--datasets", "b"])
-    assert args.ratios == "1/8,1/4,1/2" and args.seeds == "0" and args.profile == "smoke"
+    assert args.ratios == "1/8,1/4,1/2" and args.seeds == "0" and args.profile is None  # resolved per dataset: benchmark.cli.default_profile_name

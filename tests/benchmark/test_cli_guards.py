@@ -66,3 +66,18 @@ def test_run_report_goes_beside_the_store_and_paths_are_printed(tmp_path, capsys
     assert (other / "table1.md").is_file()
     assert main(["report", "--results", str(out), "--no-figures"]) == EXIT_OK
     assert str(out / "reports" / "table1.md") in capsys.readouterr().out
+
+
+def test_list_shows_a_broken_dataset_with_its_error(tmp_path, capsys):
+    """A dataset whose files are inconsistent is 'broken: <why>', not 'no' (issue 12 row 3)."""
+    part = tmp_path / "monuseg" / "MoNuSegTrainingData"
+    (part / "Tissue Images").mkdir(parents=True)
+    (part / "Annotations").mkdir()
+    (part / "Tissue Images" / "a.tif").write_bytes(b"")
+    (part / "Annotations" / "stray.xml").write_text("<Annotations/>")
+    assert main(["list", "--json", "--data-root", str(tmp_path)]) == EXIT_OK
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    mon = next(d for d in data["datasets"] if d["name"] == "monuseg")
+    assert mon["present"].startswith("broken:") and "stray.xml" in mon["present"]
