@@ -56,10 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_parser(sub)
 
-    # status ----------------------------------------------------------------------------
-    pt = sub.add_parser("status", help="queued / running / done / failed cells of a result store")
-    pt.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
-    pt.add_argument("--json", action="store_true", help="machine-readable output")
+    add_status_parser(sub)
 
     _add_report_parser(sub)
     _add_verify_parser(sub)
@@ -170,6 +167,13 @@ def _add_splits_parser(sub) -> None:
     pss.add_argument("--format", choices=["md", "json"], default="md")
     pss.add_argument("--split-recipe", default=None, choices=["paper", "image"],
                      help="labeled-subset recipe (default: both)")
+
+
+def add_status_parser(sub) -> None:
+    """``benchmark status`` (:mod:`benchmark.executors.status`)."""
+    pt = sub.add_parser("status", help="queued / running / done / failed cells of a result store")
+    pt.add_argument("--out", type=Path, default=Path("results"), help="result store (default: ./results)")
+    pt.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def add_executor_arguments(pr: argparse.ArgumentParser) -> None:

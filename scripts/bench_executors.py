@@ -57,6 +57,7 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
+    load_start = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         env.setdefault("NUCLEI_SSL_BENCH_CACHE", str(Path(tmp) / "cache"))
@@ -72,7 +73,8 @@ def main() -> None:
         "",
         f"- command: `python scripts/bench_executors.py {' '.join(sys.argv[1:])}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; device {args.device}",
+        f"{', '.join(f'{x:.1f}' for x in load_start)}, at end {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+        f"device {args.device}",
         f"- grid: {args.cells} cells of `{args.method}` (seeds 0..{args.cells - 1}, synthetic 1/8), "
         f"profile {'toy (tests)' if args.toy else args.profile}; each configuration into a fresh store",
         "",

@@ -25,7 +25,9 @@ MIXED = ["--methods", "watershed,maskrcnn", "--datasets", "synthetic", "--ratios
 
 def _env(tmp_path: Path) -> dict:
     # one thread everywhere: CPU float reductions then do not depend on how many workers share the cores
-    return dict(os.environ, PYTHONPATH=str(REPO), NUCLEI_SSL_BENCH_CACHE=str(tmp_path / "cache"),
+    plugins = tmp_path / "plugins"  # see failing_plugin
+    path = os.pathsep.join([str(REPO)] + ([str(plugins)] if plugins.is_dir() else []))
+    return dict(os.environ, PYTHONPATH=path, NUCLEI_SSL_BENCH_CACHE=str(tmp_path / "cache"),
                 OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
@@ -185,17 +187,47 @@ def test_two_concurrent_runs_on_one_store_train_each_cell_once(tmp_path):
     assert all("grid finished: 3/3 done, 0 failed" in e for e in errs), errs
 
 
+PLUGIN = """
+import numpy as np
+from benchmark.api import Method
+
+
+class AlwaysFails(Method):
+    name = "test-always-fails"
+    description = "raises in fit (executor test plugin)"
+
+    def fit(self, data, **kw):
+        raise RuntimeError("deliberate failure for the executor test")
+
+    def predict(self, images):
+        return [np.zeros(i.shape[:2], np.int32) for i in images]
+"""
+
+
+def failing_plugin(tmp_path: Path) -> Path:
+    """A real installed-style plugin (a ``.dist-info`` with an entry point) whose ``fit`` raises."""
+    root = tmp_path / "plugins"
+    info = root / "failing_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (root / "failing_plugin.py").write_text(PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: failing-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[nuclei_ssl_bench.methods]\ntest-always-fails = failing_plugin:AlwaysFails\n")
+    return root
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", [["--executor", "local", "--devices", "cpu", "--workers", "2"],
                                       ["--executor", "submitit", "--submitit-cluster", "local", "--wait"]])
 def test_a_failing_cell_is_recorded_as_inline_and_exits_1(tmp_path, executor):
+    failing_plugin(tmp_path)
     out = tmp_path / "results"
-    r = bench(tmp_path, "run", "--methods", "watershed", "--datasets", "synthetic", "--ratios", "1/8", "--quiet",
-              "--sweep", "watershed.normalize=median,bogus", "--out", str(out), *executor, check=False)
+    r = bench(tmp_path, "run", "--methods", "test-always-fails,watershed", "--datasets", "synthetic",
+              "--ratios", "1/8", "--quiet", "--out", str(out), *executor, check=False)
     assert r.returncode == 1, r.stderr[-3000:]
-    failed = list(out.glob("synthetic/1-8/watershed/*/failed.json"))
+    failed = list(out.glob("synthetic/1-8/test-always-fails/*/failed.json"))
     assert len(failed) == 1 and len(list(out.glob("synthetic/1-8/watershed/*/done.json"))) == 1
     record = json.loads(failed[0].read_text())
-    assert "normalize must be" in record["error"] and "Traceback" in record["traceback"]
+    assert "deliberate failure" in record["error"] and "Traceback" in record["traceback"]
     status = bench(tmp_path, "status", "--out", str(out)).stdout
     assert "1 done, 1 failed" in status
