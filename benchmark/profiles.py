@@ -6,7 +6,7 @@ run with the same profile are compared on equal terms. Profiles are frozen datac
 
 ==========  ==============================================================================
 ``quick``   the first run (default of ``--datasets synthetic``): ``smoke``'s backbone with slimmer heads
-            (64-wide FPN), 160 iterations at lr 0.02, a 100-detection cap; see docs/quickstart.md.
+            (64-wide FPN), 160 iterations at lr 0.02, a 100-detection cap; see docs/first-run-and-speed.md.
 ``smoke``   tests and CI: lean ResNet-18-FPN (128-wide FPN), native 256 px, 80 iterations (~2 min on
             2 cores); learns synthetic nuclei to AJI ~0.2-0.25 from random init.
 ``cpu``     real data on a 2-core CPU: lean ResNet-18-FPN at 256 px, 600 iterations (~12 epochs of
