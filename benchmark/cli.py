@@ -134,8 +134,8 @@ def _add_report_parser(sub) -> None:
 def _add_check_method_parser(sub) -> None:
     pc = sub.add_parser("check-method", help="run the conformance kit on a method (for plugin authors)")
     pc.add_argument("method")
-    pc.add_argument("--device", default="cpu")
-    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    pc.add_argument("--seed", type=int, default=0, help="seed of the toy fits (default: 0)")
     pc.add_argument("--no-determinism", action="store_true", help="skip the second fit")
     pc.add_argument("--check", dest="checks", action="append", metavar="NAME",
                     help="run only this check (repeatable); names: benchmark.check.check_names()")
@@ -153,16 +153,16 @@ def _add_splits_parser(sub) -> None:
     ssub = ps.add_subparsers(dest="splits_command", metavar="ACTION")
     ssub.required = True
     psm = ssub.add_parser("make", help="write splits/<dataset>.json from the files on disk")
-    psm.add_argument("--dataset", required=True)
+    psm.add_argument("--dataset", required=True, help="dataset name (see `list`) or folder:PATH")
     psm.add_argument("--data-root", type=Path, default=None)
     psm.add_argument("--recipe", default=None, help="split recipe (default: the dataset's default)")
-    psm.add_argument("--seed", type=int, default=0)
+    psm.add_argument("--seed", type=int, default=0, help="seed of the image and patch draws (default: 0)")
     psm.add_argument("--out", type=Path, default=None, help="output file (default: splits/<dataset>.json)")
     psm.add_argument("--force", action="store_true", help="overwrite an existing manifest")
     psm.add_argument("--split-recipe", default="paper", choices=["paper", "image"],
                      help="labeled-subset recipe (default: paper); image writes splits/<dataset>.image.json")
     pss = ssub.add_parser("show", help="print the Table 5 counts of a manifest")
-    pss.add_argument("--dataset", required=True)
+    pss.add_argument("--dataset", required=True, help="dataset name (see `list`) or folder:PATH")
     pss.add_argument("--data-root", type=Path, default=None)
     pss.add_argument("--format", choices=["md", "json"], default="md")
     pss.add_argument("--split-recipe", default=None, choices=["paper", "image"],
