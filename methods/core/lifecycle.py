@@ -38,7 +38,7 @@ from benchmark.store import atomic_write_text
 
 from .checkpoint import CheckpointError
 from .helpers import write_history
-from .persist import MODEL_FILE, load_model, save_model
+from .persist import MODEL_FILE, load_model, save_model, saved_meta
 
 #: the options of the detections -> instance map rule (they change prediction, never training)
 RULE_OPTIONS = ("score_thresh", "mask_thresh", "dilate", "min_area")
@@ -173,12 +173,14 @@ class MaskRCNNLifecycle(Method):
         key = self.model_key(run)
         path = run.workdir / MODEL_FILE
         if path.exists():
-            model = self.load_saved(path, device)
-            if not self.key_matches(model.saved_meta.get("key"), key):
+            # the key first: a model of other settings may not even fit this method's branch
+            saved_key = saved_meta(path).get("key")
+            if not self.key_matches(saved_key, key):
                 raise CheckpointError(
                     f"{path} holds a {self.name} model trained with different settings or data "
-                    f"({model.saved_meta.get('key')} vs {key}); delete it or use another workdir to retrain."
+                    f"({saved_key} vs {key}); delete it or use another workdir to retrain."
                 )
+            model = self.load_saved(path, device)
             self.model = model
             self.reused(model.saved_meta, run)
             return

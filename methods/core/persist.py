@@ -57,6 +57,18 @@ def save_model(model: nn.Module, path: str | Path, *, profile: Any, meta: dict[s
     )
 
 
+def saved_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` of a saved ``model.pt`` (its key, training record), without building the model.
+
+    Raises:
+        CheckpointError: unreadable or not a model file.
+    """
+    blob = load_checkpoint(Path(path))
+    if blob.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not a {MODEL_FORMAT} file (format={blob.get('format')!r})")
+    return json.loads(blob["meta"])
+
+
 def load_model(
     workdir: str | Path, *, device: str = "cpu", mask_branch: nn.Module | None = None,
     branch_for: Callable[[Any], nn.Module | None] | None = None,
