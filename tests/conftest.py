@@ -32,13 +32,19 @@ def monuseg_root(shared_datasets: Path) -> Path:
     return shared_datasets / "monuseg"
 
 
+def torch_threads() -> int:
+    """Threads per test process: the cores (at most 2, as on CI) shared among the pytest-xdist workers."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    """Keep torch at 2 threads (the CI machine has 2 cores)."""
+    """Keep torch at :func:`torch_threads` threads, so two workers do not oversubscribe two cores."""
     try:
         import torch
     except ImportError:  # pragma: no cover
         yield
         return
-    torch.set_num_threads(2)
+    torch.set_num_threads(torch_threads())
     yield

@@ -169,11 +169,15 @@ def cut_patches(
 
 
 # ---------------------------------------------------------------------------------------------- cache
+def cache_root() -> Path:
+    """``$NUCLEI_SSL_BENCH_CACHE`` if set, else ``~/.cache/nuclei-ssl-bench`` (never beside the data)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path("~/.cache/nuclei-ssl-bench").expanduser()
+
+
 def default_cache_dir() -> Path:
     """``$NUCLEI_SSL_BENCH_CACHE/patches`` if set, else ``~/.cache/nuclei-ssl-bench/patches``."""
-    env = os.environ.get(CACHE_ENV)
-    base = Path(env).expanduser() if env else Path("~/.cache/nuclei-ssl-bench").expanduser()
-    return base / "patches"
+    return cache_root() / "patches"
 
 
 def cache_key(dataset: Dataset, name: str, params: PatchParams) -> str:

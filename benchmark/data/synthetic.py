@@ -1,9 +1,12 @@
 """``synthetic``: procedural H&E-like tiles with exact instance maps (the suite's embedded dataset).
 
-Nothing is read from disk: image ``i`` is generated from ``np.random.default_rng([seed, i])``, so the
-dataset is always present, costs nothing to ship, and is what CI trains on. It is built to look and
-behave like a small H&E nuclei dataset (CryoNuSeg-shaped by default: 30 tiles of 512x512), and to be
-*hard enough* that a thresholding + watershed baseline scores a middling AJI rather than a perfect one.
+No data is shipped: image ``i`` is generated from ``np.random.default_rng([seed, i])``, so the
+dataset is always present, costs nothing to ship, and is what CI trains on. Generated tiles are memoised
+in memory and in ``$NUCLEI_SSL_BENCH_CACHE/synthetic`` (see :func:`cached_tile`), under a key that includes
+this module's source and numpy's version, so a cached tile is always what the generator would produce.
+It is built to look and behave like a small H&E nuclei dataset (CryoNuSeg-shaped by default: 30 tiles
+of 512x512), and to be *hard enough* that a thresholding + watershed baseline scores a middling AJI
+rather than a perfect one.
 
 What one tile models (in generation order, all randomness from the image's own generator):
 
@@ -45,7 +48,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 import re
+import tempfile
+import zipfile
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -139,9 +146,7 @@ class SyntheticDataset(Dataset):
     def load(self, name: str) -> ImageRecord:
         """Generate tile ``name``: ``uint8 (size, size, 3)`` RGB and its ``int32`` instance map."""
         i = self.index_of(name)
-        image, label = generate_tile(
-            self.seed, i, size=self.size, nuclei_range=(self.min_nuclei, self.max_nuclei)
-        )
+        image, label = cached_tile(self.seed, i, self.size, (self.min_nuclei, self.max_nuclei))
         key = self._key(i)
         if key not in _FINGERPRINTS:
             _FINGERPRINTS[key] = (
@@ -190,6 +195,58 @@ def tile_fingerprint(image: np.ndarray, label: np.ndarray) -> str:
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+# ====================================================================== memo
+@functools.cache
+def _generator_digest() -> str:
+    """SHA-256 of this module's source and numpy's version: any change that could alter the pixels."""
+    return hashlib.sha256(Path(__file__).read_bytes() + np.__version__.encode()).hexdigest()[:24]
+
+
+def cached_tile(seed: int, index: int, size: int, nuclei_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`generate_tile`, memoised in memory and on disk; returns fresh copies the caller may modify.
+
+    Why: every process that verifies a manifest or cuts patches would otherwise regenerate all tiles
+    (~0.5 s each); the test suite and the executors start many such processes. The disk copy lives in
+    ``<cache root>/synthetic/`` (:func:`benchmark.data.patching.cache_root`); an unreadable or damaged file is
+    regenerated, and an unwritable cache folder only disables the disk copy.
+    """
+    image, label = _memo_tile(int(seed), int(index), int(size), int(nuclei_range[0]), int(nuclei_range[1]))
+    return image.copy(), label.copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _memo_tile(seed: int, index: int, size: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    from benchmark.data.patching import cache_root
+
+    path = cache_root() / "synthetic" / f"{_generator_digest()}-{seed}-{index}-{size}-{lo}-{hi}.npz"
+    try:
+        with np.load(path) as z:
+            image, label = z["image"], z["label"]
+        if image.shape == (size, size, 3) and image.dtype == np.uint8 and label.shape == (size, size) \
+                and label.dtype == np.int32:
+            return image, label
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    image, label = generate_tile(seed, index, size=size, nuclei_range=(lo, hi))
+    _write_tile(path, image, label)
+    return image, label
+
+
+def _write_tile(path: Path, image: np.ndarray, label: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, image=image, label=label)
+            os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass  # read-only or full cache folder: keep the in-memory copy only
 
 
 # ====================================================================== generation

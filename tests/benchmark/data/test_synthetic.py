@@ -173,3 +173,34 @@ def test_manifest_hooks(ds, records):
     assert ds.label_fingerprint(rec.name) == hashlib.sha256(rec.label.tobytes()).hexdigest()
     with pytest.raises(DatasetError):
         ds.is_annotated("synth-999")
+
+
+def test_tile_cache_on_disk_equals_the_generator_and_survives_damage(tmp_path, monkeypatch):
+    from benchmark.data import synthetic
+
+    monkeypatch.setenv("NUCLEI_SSL_BENCH_CACHE", str(tmp_path))
+    synthetic._memo_tile.cache_clear()
+    want = generate_tile(3, 1, size=96)
+    img, lab = synthetic.cached_tile(3, 1, 96, (40, 90))
+    assert np.array_equal(img, want[0]) and np.array_equal(lab, want[1])
+    (path,) = (tmp_path / "synthetic").glob("*-3-1-96-40-90.npz")
+    img[:] = 0  # callers get copies: the memo is not changed through them
+    assert np.array_equal(synthetic.cached_tile(3, 1, 96, (40, 90))[0], want[0])
+    # a damaged file on disk is regenerated in a fresh process (here: a cleared memo), not trusted
+    path.write_bytes(b"not an npz")
+    synthetic._memo_tile.cache_clear()
+    assert np.array_equal(synthetic.cached_tile(3, 1, 96, (40, 90))[1], want[1])
+    assert np.load(path)["label"].shape == (96, 96)
+    # the key names the generator's source and numpy's version, so a changed generator cannot hit it
+    assert path.name.startswith(synthetic._generator_digest())
+
+
+def test_tile_cache_in_an_unwritable_folder_still_generates(tmp_path, monkeypatch):
+    from benchmark.data import synthetic
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("NUCLEI_SSL_BENCH_CACHE", str(blocker))
+    synthetic._memo_tile.cache_clear()
+    img, lab = synthetic.cached_tile(4, 0, 80, (40, 90))
+    assert np.array_equal(lab, generate_tile(4, 0, size=80)[1])
