@@ -417,6 +417,7 @@ def _scale_out(args, device: str):
 
 
 def _run_with(runner, opts) -> int:
+    runner.check_teacher_weights()
     if opts.executor == "local":
         from benchmark.executors.local import run_local
 

@@ -398,6 +398,34 @@ class Runner:
         self.echo(f"grid finished: {done_count}/{total} done, {failed} failed. Results in {self.out}")
         return failed
 
+    def check_teacher_weights(self) -> None:
+        """Refuse, before any training, a student whose done teacher cell kept no weights.
+
+        Why: cells are published without ``work/`` (e.g. the committed ``reports/*/store``); a student needs
+        the teacher's ``work/model.pt``, and silently retraining the teacher would give the student a
+        different teacher from the one whose scores the store reports."""
+        from methods.core.persist import MODEL_FILE
+
+        rows = self.plan()
+        todo = {c for c, _d, status in rows if self.cfg.force or status != "done"}
+        missing, teachers = [], set()
+        for cell in todo:
+            teacher = get_method(cell.method).teacher
+            tcell = CellSpec(teacher, cell.dataset, cell.ratio, cell.seed, ()) if teacher else None
+            if tcell is None or tcell in todo:
+                continue
+            tdir = self.cell_dir(tcell)
+            if self.cell_state(tdir) == "done" and not (tdir / "work" / MODEL_FILE).is_file():
+                missing.append(f"{cell.label()} needs {tdir / 'work' / MODEL_FILE}")
+                teachers.add(teacher)
+        if missing:
+            raise GridError(
+                "teacher cell(s) are done but kept no weights (published without work/):\n  "
+                + "\n  ".join(sorted(missing))
+                + f"\nfix: add {','.join(sorted(teachers))} to --methods with --force (their stored scores are "
+                "recomputed), or run into another --out"
+            )
+
     def run_locked(self, cell: CellSpec, path: Path, *, wait: bool) -> str:
         """Claim the cell's lock, run it, release: ``"done"``, ``"failed"`` or ``"busy"``.
         See :func:`benchmark.executors.cellrun.run_locked` (every executor's entry point)."""

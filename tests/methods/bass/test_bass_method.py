@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_fit_without_runner_trains_teacher_then_resumes_from_cache(tmp_path):
 
 
 @pytest.mark.slow
-def test_runner_end_to_end_bass_and_maskrcnn_share_the_teacher(tmp_path, monkeypatch):
+def test_runner_end_to_end_bass_and_maskrcnn_share_the_teacher(tmp_path, monkeypatch, capsys):
     from benchmark.check import tiny_profile_args
     from benchmark.cli import main
 
@@ -174,3 +175,16 @@ def test_runner_end_to_end_bass_and_maskrcnn_share_the_teacher(tmp_path, monkeyp
     print(f"smoke e2e: AJI bass {bass['summary']['patch']['mean']['aji']:.4f} vs maskrcnn "
           f"{maskrcnn['summary']['patch']['mean']['aji']:.4f}; box threshold {pl['box_threshold']} "
           f"(labeled mean {pl['labeled_mean_count']:.2f} nuclei/patch)")
+
+    # published without work/ (as committed stores are): a new student cell of this teacher exits 2 before
+    # training and names the missing file and the fix, instead of silently retraining another teacher
+    shutil.rmtree(teacher_dir / "work")
+    capsys.readouterr()
+    new_cell = ["run", "--methods", "bass", "--datasets", "synthetic", "--ratios", "1/8", "--out", str(out),
+                "--quiet", "--device", "cpu", "--set", "bass.alpha=0.5",
+                *tiny_profile_args(iterations=20, checkpoint_every=20)]
+    assert main(new_cell) == 2
+    err = capsys.readouterr().err
+    assert "kept no weights" in err and str(teacher_dir / "work" / "model.pt") in err and "--force" in err
+    assert len(list(out.rglob("bass/*/done.json"))) == 1 and (teacher_dir / "done.json").is_file()
+
