@@ -213,7 +213,8 @@ def short_tag(r: Result) -> str:
     if r.approximation_tag:
         return r.approximation_tag
     text = re.split(r"[:;,(]", r.approximation or "", maxsplit=1)[0].strip()
-    return text if len(text) <= 40 else text[:39].rstrip() + "…"
+    # 48: "torchvision Mask R-CNN instead of mmdetection" (every Mask R-CNN row's first clause) fits whole
+    return text if len(text) <= 48 else text[:47].rstrip() + "…"
 
 
 def _method_cells(block: Sequence[Result], methods: Sequence[str], notes: dict[str, str]) -> dict[str, Cell]:
@@ -313,8 +314,10 @@ def _setting_text(results: Sequence[Result]) -> str:
     elif counts and counts[-1] > 1:
         seed_text = (f"mean ± std (sample) over {_span(counts[1:])} seeds where a row has several "
                      f"(seeds {listed}); rows with one seed show the mean only")
-    else:
+    elif counts:
         seed_text = f"one seed ({listed}): mean only, no seed spread"
+    else:  # nothing finished yet: say so rather than count the seeds of unfinished cells as one
+        seed_text = f"no finished row yet (seeds {listed} started)"
     return f"profile {profiles}; split recipe {recipes}; {seed_text}"
 
 

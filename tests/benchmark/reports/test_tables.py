@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -80,6 +81,8 @@ def test_table1_seeds_mean_std_and_one_seed_mean_only(results):
     assert "over 2 seeds" in table1(results)
     one = [r for r in results if len(r.seeds) == 1]
     assert "±" not in table1(one).split("\n\n", 1)[1] and "one seed (0): mean only" in table1(one)
+    running = [dataclasses.replace(r, status="running") for r in one]  # a grid still in progress
+    assert "no finished row yet" in table1(running) and "one seed" not in table1(running)
 
 
 def test_table1_aggregation_and_test_in_caption(results):
