@@ -76,14 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         rows += [{"variant": name, **row} for row in cells(tmp / name)]
         print(walls[-1], flush=True)
     table = pd.DataFrame(rows).pivot_table(index=["variant", "ratio"], columns="method",
-                                           values=["val AJI %", "fit s"]).round(2)
+                                           values=["val AJI %", "fit s"], sort=False).round(2)
+    table.columns = [f"{method} {what}" for what, method in table.columns]
     text = "\n".join([
         f"# Candidate first-run profiles (`scripts/bench_quick.py`, base profile `{args.profile}`)", "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores. Methods "
         f"`{args.methods}`, ratios {args.ratios}, seed 0. AJI is the mean patch AJI on the **validation** "
         "split (the split a profile may be chosen on); the test split is not looked at here.", "",
         "| variant | overrides | wall s (whole grid, incl. start-up) | load avg before |", "|---|---|---:|---:|",
-        *walls, "", table.to_markdown(), ""])
+        *walls, "", table.reset_index().to_markdown(index=False), ""])
     args.out.write_text(text)
     print(text)
     return 0
