@@ -21,6 +21,7 @@ self CPU time) is written to ``FILE``. Example (what produced reports/bench_step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -109,6 +110,22 @@ def model_step(profile, samples: list[TrainSample], warmup: int, iters: int, ops
     return statistics.median(times), float(np.mean(flops))
 
 
+@contextlib.contextmanager
+def torchvision_poolers():
+    """Models built inside use torchvision's own RoI poolers (single-threaded CPU backward): the
+    behaviour before :mod:`methods.core.roialign`, for a before/after row in the same run."""
+    import torchvision
+
+    import methods.core.model as model_mod
+
+    saved = model_mod.MultiScaleRoIAlign
+    model_mod.MultiScaleRoIAlign = torchvision.ops.MultiScaleRoIAlign
+    try:
+        yield
+    finally:
+        model_mod.MultiScaleRoIAlign = saved
+
+
 class _Clock:
     """``after_step`` hook recording the wall time of every iteration."""
 
@@ -147,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-prefetch-row", action="store_true",
                     help="also time the training loop with methods.core.train.PREFETCH off")
     ap.add_argument("--channels-last", action="store_true", help="also time the model step in channels_last")
+    ap.add_argument("--torchvision-roi-align-row", action="store_true",
+                    help="also time model step and loop with torchvision's single-threaded RoIAlign backward")
     ap.add_argument("--ops", type=Path, default=None, help="write the torch.profiler op table here")
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     args = ap.parse_args(argv)
@@ -166,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         off_s = train_loop(profile, samples, args.warmup, args.iters, prefetch=False)
         g.append(sgemm_gflops(args.gemm))
         rows.append(("training loop without background batch preparation (before)", off_s, g[-2], g[-1]))
+    if args.torchvision_roi_align_row:
+        with torchvision_poolers():
+            tv_step, _ = model_step(profile, samples, args.warmup, args.iters, None)
+            g.append(sgemm_gflops(args.gemm))
+            tv_loop = train_loop(profile, samples, args.warmup, args.iters)
+            g.append(sgemm_gflops(args.gemm))
+        rows.append(("model step, torchvision RoIAlign backward (before)", tv_step, g[-3], g[-2]))
+        rows.append(("training loop, torchvision RoIAlign backward (before)", tv_loop, g[-2], g[-1]))
     if args.channels_last:
         cl_s, _ = model_step(profile, samples, args.warmup, args.iters, None, channels_last=True)
         g.append(sgemm_gflops(args.gemm))

@@ -34,8 +34,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign, misc as misc_nn_ops
+from torchvision.ops import misc as misc_nn_ops
 
+from .roialign import MultiScaleRoIAlign
 from .transform import NucleiTransform
 from .heads import MaskBranch, NucleiRoIHeads, StandardMaskBranch, group_norm
 
@@ -212,8 +213,9 @@ def build_model(profile: Any, *, mask_branch: MaskBranch | None = None, **overri
         profile.input_size, profile.input_size, list(cfg["image_mean"]), list(cfg["image_std"])
     )
     old = model.roi_heads
+    # same poolers as torchvision's defaults, with a CPU backward on every thread (methods.core.roialign)
     model.roi_heads = NucleiRoIHeads(
-        old.box_roi_pool,
+        MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
         old.box_head,
         old.box_predictor,
         0.5, 0.5,  # fg / bg IoU thresholds (torchvision & mmdet)

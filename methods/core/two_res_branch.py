@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
-from torchvision.ops import MultiScaleRoIAlign
 
 from methods.core.heads import MaskBranch, MaskRoIs, group_norm
+from methods.core.roialign import MultiScaleRoIAlign
 
 from .bands import crc_regions, lrd_weight_map
 from .contrastive import CRCConfig, crc_loss

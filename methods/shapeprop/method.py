@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import MultiScaleRoIAlign
+from methods.core.roialign import MultiScaleRoIAlign
 
 from benchmark.options import option
 from methods.core.options import RuleOptions
