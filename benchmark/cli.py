@@ -417,7 +417,8 @@ def _scale_out(args, device: str):
 
 
 def _run_with(runner, opts) -> int:
-    runner.check_teacher_weights()
+    if opts.executor != "inline":  # inline: Runner.run checks with the plan it makes anyway
+        runner.check_teacher_weights(runner.plan())
     if opts.executor == "local":
         from benchmark.executors.local import run_local
 

@@ -365,6 +365,7 @@ class Runner:
         self.check_out(create=True)
         total = len(rows)
         todo = [r for r in rows if self.cfg.force or r[2] != "done"]
+        self.check_teacher_weights(rows)
         self.echo(
             f"grid: {total} cell(s), {total - len(todo)} already done, {len(todo)} to run "
             f"→ {self.out}"
@@ -398,24 +399,25 @@ class Runner:
         self.echo(f"grid finished: {done_count}/{total} done, {failed} failed. Results in {self.out}")
         return failed
 
-    def check_teacher_weights(self) -> None:
+    def check_teacher_weights(self, rows: list[tuple[CellSpec, Path, str]]) -> None:
         """Refuse, before any training, a student whose done teacher cell kept no weights.
 
         Why: cells are published without ``work/`` (e.g. the committed ``reports/*/store``); a student needs
         the teacher's ``work/model.pt``, and silently retraining the teacher would give the student a
-        different teacher from the one whose scores the store reports."""
+        different teacher from the one whose scores the store reports. ``rows``: :meth:`plan`'s (every
+        teacher cell is among them, with its verified status)."""
         from methods.core.persist import MODEL_FILE
 
-        rows = self.plan()
-        todo = {c for c, _d, status in rows if self.cfg.force or status != "done"}
+        where = {c: (d, status) for c, d, status in rows}
+        todo = {c for c, (_d, status) in where.items() if self.cfg.force or status != "done"}
         missing, teachers = [], set()
         for cell in todo:
             teacher = get_method(cell.method).teacher
             tcell = CellSpec(teacher, cell.dataset, cell.ratio, cell.seed, ()) if teacher else None
-            if tcell is None or tcell in todo:
+            if tcell is None or tcell in todo or tcell not in where:
                 continue
-            tdir = self.cell_dir(tcell)
-            if self.cell_state(tdir) == "done" and not (tdir / "work" / MODEL_FILE).is_file():
+            tdir, tstatus = where[tcell]
+            if tstatus == "done" and not (tdir / "work" / MODEL_FILE).is_file():
                 missing.append(f"{cell.label()} needs {tdir / 'work' / MODEL_FILE}")
                 teachers.add(teacher)
         if missing:
