@@ -179,7 +179,8 @@ def add_status_parser(sub) -> None:
 def add_executor_arguments(pr: argparse.ArgumentParser) -> None:
     """``run``'s scale-out flags (:mod:`benchmark.executors`)."""
     g = pr.add_argument_group("executors (docs/gpu-and-cluster.md)")
-    g.add_argument("--executor", default="inline", help="inline (default) | local | submitit")
+    g.add_argument("--executor", default=None, help="inline (default) | local (the default when --workers, "
+                   "--devices or --cells-per-device is given) | submitit")
     g.add_argument("--lock-timeout", type=float, default=1800.0, metavar="S",
                    help="seconds without a heartbeat after which another host's cell lock is stale")
     g.add_argument("--workers", type=int, default=None, help="local: worker processes "
@@ -206,8 +207,12 @@ def _exec_options(args):
     from benchmark.executors import ExecOptions
 
     slurm = {k[len("slurm_"):]: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None}
+    executor = args.executor
+    if executor is None:  # --workers 2 alone means "on 2 local worker processes"
+        local = args.workers is not None or args.devices is not None or args.cells_per_device != 1
+        executor = "local" if local else "inline"
     return ExecOptions(
-        executor=args.executor, workers=args.workers,
+        executor=executor, workers=args.workers,
         devices=tuple(_split_csv(args.devices)) if args.devices is not None else (),
         cells_per_device=args.cells_per_device, cluster=args.submitit_cluster, slurm=slurm,
         wait=args.wait)

@@ -5,8 +5,8 @@ run with the same profile are compared on equal terms. Profiles are frozen datac
 :meth:`Profile.digest` enters the result-cache key, so changing a field re-runs the affected cells.
 
 ==========  ==============================================================================
-``quick``   the first run (default of ``--datasets synthetic``): ``smoke``'s backbone with slimmer heads
-            (64-wide FPN), 160 iterations at lr 0.02, a 100-detection cap; see docs/first-run-and-speed.md.
+``quick``   the first run (default of ``--datasets synthetic``): a half-width ResNet-18-FPN (64-wide FPN),
+            AdamW, 200 iterations, 32 RoIs per image, a 100-detection cap; see docs/first-run-and-speed.md.
 ``smoke``   tests and CI: lean ResNet-18-FPN (128-wide FPN), native 256 px, 80 iterations (~2 min on
             2 cores); learns synthetic nuclei to AJI ~0.2-0.25 from random init.
 ``cpu``     real data on a 2-core CPU: lean ResNet-18-FPN at 256 px, 600 iterations (~12 epochs of
@@ -57,6 +57,15 @@ class Profile:
         mask_head_channels / mask_head_convs: width and depth of the mask head (torchvision: 256 / 4).
         detections_per_img: detection cap (torchvision's 100 truncates dense nuclei patches).
         eval_batch_size: patches per forward pass at inference.
+        backbone_width: channels of the backbone's first stage (torchvision: 64); each later stage doubles
+            it. Below 64 the backbone is a narrow ResNet that only trains from random init.
+        optimizer: ``"sgd"`` (``momentum`` as SGD momentum) or ``"adamw"`` (``momentum`` as beta1,
+            decoupled ``weight_decay``).
+        rpn_pre_nms_top_n_train / rpn_pre_nms_top_n_test: proposals kept per FPN level before the RPN's
+            NMS (torchvision: 2000 / 1000). NMS runs on one thread and grows with the square of this.
+
+    Fields added after the first release (:data:`LATE_FIELDS`) enter :meth:`to_dict` and :meth:`digest`
+    only when set away from their default, so every result key written before they existed stays valid.
     """
 
     name: str
@@ -84,10 +93,17 @@ class Profile:
     mask_head_convs: int = option(2, "mask head depth (convolutions)", low=1)
     detections_per_img: int = option(300, "detection cap per image", low=1)
     eval_batch_size: int = option(4, "patches per forward pass at inference", low=1)
+    backbone_width: int = option(64, "channels of the backbone's first stage (later stages double it)", low=8)
+    optimizer: str = option("sgd", "optimizer", choices=("sgd", "adamw"))
+    rpn_pre_nms_top_n_train: int = option(2000, "proposals per FPN level before RPN NMS (training)", low=1)
+    rpn_pre_nms_top_n_test: int = option(1000, "proposals per FPN level before RPN NMS (inference)", low=1)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_steps"] = list(self.lr_steps)
+        for name, default in LATE_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     def digest(self) -> str:
@@ -108,6 +124,10 @@ class Profile:
         coerced = {k: options.parse(Profile, k, v, owner="profile", show_default=False) for k, v in changes.items()}
         return dataclasses.replace(self, **coerced)
 
+
+#: fields added after the first release and their defaults (left out of ``to_dict`` at the default).
+LATE_FIELDS: dict[str, Any] = {"backbone_width": 64, "optimizer": "sgd", "rpn_pre_nms_top_n_train": 2000,
+                               "rpn_pre_nms_top_n_test": 1000}
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -171,17 +191,21 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         backbone="resnet18",
+        backbone_width=32,
         input_size=256,
-        iterations=160,
+        iterations=200,
         batch_size=2,
-        lr=0.02,
+        optimizer="adamw",
+        lr=0.001,
+        weight_decay=0.05,
         warmup_iters=20,
         lr_steps=(0.85,),
-        checkpoint_every=80,
+        checkpoint_every=100,
+        rpn_pre_nms_top_n_train=1000,
         rpn_post_nms_top_n_train=150,
         rpn_post_nms_top_n_test=150,
         fpn_channels=64,
-        box_batch_size_per_image=48,
+        box_batch_size_per_image=32,
         box_head_dim=128,
         mask_head_channels=64,
         mask_head_convs=2,

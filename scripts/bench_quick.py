@@ -39,6 +39,7 @@ def run_variant(args, sets: list[str], store: Path, env: dict) -> float:
            "--ratios", args.ratios, "--profile", args.profile, "--quiet", "--out", str(store)]
     for kv in sets:
         cmd += ["--set", kv]
+    cmd += args.extra.split()
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ratios", default="1/8,1/4,1/2")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    ap.add_argument("--extra", default="", help="more `benchmark run` flags for every variant, e.g. '--workers 2'")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-quick-"))
     env = dict(os.environ, PYTHONPATH=str(REPO), NUCLEI_SSL_BENCH_CACHE=str(tmp / "cache"))
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         f"# Candidate first-run profiles (`scripts/bench_quick.py`, base profile `{args.profile}`)", "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores. Methods "
-        f"`{args.methods}`, ratios {args.ratios}, seed 0. AJI is the mean patch AJI on the **validation** "
+        f"`{args.methods}`, ratios {args.ratios}, seed 0, run flags `{args.extra or '(none)'}`. AJI is the mean patch AJI on the **validation** "
         "split (the split a profile may be chosen on); the test split is not looked at here.", "",
         "| variant | overrides | wall s (whole grid, incl. start-up) | load avg before |", "|---|---|---:|---:|",
         *walls, "", table.reset_index().to_markdown(index=False), ""])

@@ -154,6 +154,20 @@ def train_loop(profile, samples: list[TrainSample], warmup: int, iters: int, pre
     return float(np.median(dt[warmup:]))
 
 
+def worker_loops(args) -> list[float]:
+    """Median s/iteration of each of ``args.workers_row`` training loops run at the same time, one torch
+    thread each (separate processes, as the local executor's CPU workers)."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--profile", args.profile, "--threads", "1", "--warmup", str(args.warmup),
+           "--iters", str(args.iters), "--worker-loop"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.workers_row)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"a worker loop failed: {outs}")
+    return [float(line.split()[1]) for out in outs for line in out.splitlines() if line.startswith("LOOP ")]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu", help="training profile (default cpu)")
@@ -166,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels-last", action="store_true", help="also time the model step in channels_last")
     ap.add_argument("--torchvision-roi-align-row", action="store_true",
                     help="also time model step and loop with torchvision's single-threaded RoIAlign backward")
+    ap.add_argument("--workers-row", type=int, default=0, metavar="N",
+                    help="also run the training loop in N concurrent single-thread processes (what "
+                         "`benchmark run --workers N` does on CPU) and report the machine's throughput")
+    ap.add_argument("--worker-loop", action="store_true", help=argparse.SUPPRESS)  # one such process
     ap.add_argument("--ops", type=Path, default=None, help="write the torch.profiler op table here")
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     args = ap.parse_args(argv)
@@ -173,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     profile = PROFILES[args.profile]
     samples = patches(4)
+    if args.worker_loop:
+        print(f"LOOP {train_loop(profile, samples, args.warmup, args.iters)}")
+        return 0
     load0 = os.getloadavg()
     g = [sgemm_gflops(args.gemm)]
     step_s, flops = model_step(profile, samples, args.warmup, args.iters, args.ops)
@@ -193,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             g.append(sgemm_gflops(args.gemm))
         rows.append(("model step, torchvision RoIAlign backward (before)", tv_step, g[-3], g[-2]))
         rows.append(("training loop, torchvision RoIAlign backward (before)", tv_loop, g[-2], g[-1]))
+    if args.workers_row:
+        per_worker = worker_loops(args)
+        g.append(sgemm_gflops(args.gemm))
+        rows.append((f"training loop, {args.workers_row} single-thread processes at once (machine throughput: "
+                     f"s/step = per-process {statistics.mean(per_worker):.3f} s / {args.workers_row})",
+                     statistics.mean(per_worker) / args.workers_row, g[-2], g[-1]))
     if args.channels_last:
         cl_s, _ = model_step(profile, samples, args.warmup, args.iters, None, channels_last=True)
         g.append(sgemm_gflops(args.gemm))

@@ -103,6 +103,11 @@ def resolve_backbone_init(profile: Any) -> tuple[str, Path | None]:
         raise ValueError(f"profile.backbone={backbone!r} is not supported; choose one of {', '.join(BACKBONES)}")
     if norm not in NORMS:
         raise ValueError(f"profile.norm={norm!r} is not supported; choose one of {', '.join(NORMS)}")
+    if backbone_width(profile) != 64 and pretrained not in ("auto", "none"):
+        raise ValueError(
+            f"profile.pretrained={pretrained!r} with profile.backbone_width={backbone_width(profile)}: ImageNet "
+            f"weights exist only for torchvision's width 64. Set backbone_width=64, or pretrained=none."
+        )
     if norm == "gn":
         if pretrained not in ("auto", "none"):
             raise ValueError(
@@ -110,7 +115,7 @@ def resolve_backbone_init(profile: Any) -> tuple[str, Path | None]:
                 f"that GroupNorm cannot use. Set profile.norm=frozen_bn to use them, or pretrained=none."
             )
         return "gn", None
-    weights = find_imagenet_weights(backbone, pretrained)
+    weights = find_imagenet_weights(backbone, pretrained) if backbone_width(profile) == 64 else None
     if weights is None and norm == "frozen_bn":
         warnings.warn(
             f"no ImageNet weights for {backbone} found locally (looked for "
@@ -133,6 +138,9 @@ def _backbone(profile: Any, norm: str, weights: Path | None) -> nn.Module:
         norm_layer = nn.BatchNorm2d
         trainable = 5
     net = getattr(resnet, profile.backbone)(weights=None, norm_layer=norm_layer)
+    width = backbone_width(profile)
+    if width != 64:
+        _narrow(net, width)
     if weights is not None:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         try:
@@ -153,6 +161,31 @@ def _backbone(profile: Any, norm: str, weights: Path | None) -> nn.Module:
         extra_blocks=LastLevelMaxPool(),
         norm_layer=group_norm if norm == "gn" else None,
     )
+
+
+def backbone_width(profile: Any) -> int:
+    """First-stage width of the backbone (``profile.backbone_width`` if the profile has it, else 64)."""
+    return int(getattr(profile, "backbone_width", 64))
+
+
+def _narrow(net: resnet.ResNet, width: int) -> None:
+    """Rebuild a torchvision ResNet's stem and four stages with ``width`` channels in the first stage
+    (then 2x, 4x, 8x, as torchvision's 64 / 128 / 256 / 512), initialised as torchvision initialises."""
+    block = type(net.layer1[0])
+    norm_layer = net._norm_layer
+    net.inplanes, net.dilation = width, 1
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = norm_layer(width)
+    depths = [len(getattr(net, f"layer{k}")) for k in (1, 2, 3, 4)]
+    for k, depth in enumerate(depths):
+        setattr(net, f"layer{k + 1}", net._make_layer(block, width * 2 ** k, depth, stride=1 if k == 0 else 2))
+    net.fc = nn.Linear(net.inplanes, 1000)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 def fpn_channels(profile: Any) -> int:
@@ -176,7 +209,7 @@ def build_model(profile: Any, *, mask_branch: MaskBranch | None = None, **overri
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown model override(s) {sorted(unknown)}; valid: {', '.join(sorted(DEFAULTS))}")
-    cfg = {**DEFAULTS, **overrides}
+    cfg = {**DEFAULTS, **_profile_defaults(profile), **overrides}
     norm, weights = resolve_backbone_init(profile)
     backbone = _backbone(profile, norm, weights)
     anchors = AnchorGenerator(anchor_sizes(profile.input_size), (ASPECT_RATIOS,) * len(BASE_ANCHORS))
@@ -232,6 +265,12 @@ def build_model(profile: Any, *, mask_branch: MaskBranch | None = None, **overri
     return model
 
 
+def _profile_defaults(profile: Any) -> dict[str, Any]:
+    """The :data:`DEFAULTS` keys that a profile sets (profiles from before these fields had none)."""
+    keys = ("rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test")
+    return {k: int(getattr(profile, k)) for k in keys if hasattr(profile, k)}
+
+
 def model_config(
     profile: Any, *, norm: str | None = None, weights: Path | None = None,
     mask_branch: MaskBranch | None = None, **cfg: Any,
@@ -244,7 +283,7 @@ def model_config(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             norm, weights = resolve_backbone_init(profile)
-    cfg = {**DEFAULTS, **cfg}
+    cfg = {**DEFAULTS, **_profile_defaults(profile), **cfg}
     branch = mask_branch.config() if mask_branch is not None else {
         "type": "StandardMaskBranch", "channels": profile.mask_head_channels, "convs": profile.mask_head_convs,
         "norm": "gn" if norm == "gn" else None, "loss_weight": 1.0,
@@ -254,6 +293,8 @@ def model_config(
         "num_classes": 2,
         "class_agnostic_masks": True,
         "backbone": f"{profile.backbone}-fpn",
+        # only when narrowed, so that configs recorded before the field existed stay as they were
+        **({"backbone_width": backbone_width(profile)} if backbone_width(profile) != 64 else {}),
         "fpn_channels": fpn_channels(profile),
         "norm_requested": profile.norm,
         "norm": norm,

@@ -267,16 +267,29 @@ class _Loop:
 
 def _start_loop(model: nn.Module, profile: Any, *, device: str, hook: Any, stage: str, total: int,
                 ckpt_path: Path, fingerprint: str) -> _Loop:
-    """Move ``model`` to ``device`` in train mode and build its SGD optimizer and AMP scaler."""
+    """Move ``model`` to ``device`` in train mode and build its optimizer and AMP scaler."""
     dev = torch.device(device)
     model.to(dev)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
+    opt = make_optimizer(params, profile)
     use_amp = bool(profile.amp) and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     return _Loop(model=model, params=params, opt=opt, scaler=scaler, use_amp=use_amp, dev=dev, hook=hook,
                  stage=stage, total=total, ckpt_path=ckpt_path, fingerprint=fingerprint, ddp=bdist.context())
+
+
+def make_optimizer(params: list[nn.Parameter], profile: Any) -> torch.optim.Optimizer:
+    """The profile's optimizer: SGD (``momentum``) or AdamW (``momentum`` as beta1, decoupled weight decay)."""
+    kind = getattr(profile, "optimizer", "sgd")
+    if kind == "adamw":
+        # fused: one kernel per step instead of ~10 small ops per tensor (the unfused CPU step cost 8 %)
+        fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.AdamW(params, lr=profile.lr, betas=(profile.momentum, 0.999),
+                                 weight_decay=profile.weight_decay, fused=fused or None)
+    if kind != "sgd":
+        raise ValueError(f"profile.optimizer={kind!r} is not supported; choose sgd or adamw")
+    return torch.optim.SGD(params, lr=profile.lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
 
 
 def _resume(loop: _Loop, seed: int) -> int:

@@ -54,7 +54,7 @@ def fits(out: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--workers", "2"], "need --executor local"),
+    (["--executor", "inline", "--workers", "2"], "need --executor local"),
     (["--executor", "bogus"], "available: inline, local, submitit"),
     (["--executor", "local", "--devices", "cuda:0"], "CUDA is not available"),
     (["--executor", "local", "--workers", "0"], "--workers 0"),
@@ -71,6 +71,18 @@ def test_bad_executor_options_exit_2_before_anything_runs(tmp_path, capsys, args
     assert main(["run", *WATERSHED, "--out", str(out), *args]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists(), "nothing may be written or submitted"
+
+
+def test_workers_alone_selects_the_local_executor():
+    from benchmark.cli import _exec_options, build_parser
+
+    def executor(*flags):
+        return _exec_options(build_parser().parse_args(["run", *WATERSHED, *flags])).executor
+
+    assert executor() == "inline"
+    assert executor("--workers", "2") == executor("--devices", "cpu") == "local"
+    assert executor("--cells-per-device", "2") == "local"
+    assert executor("--executor", "submitit") == "submitit"
 
 
 def test_slurm_time_and_mem_spellings():

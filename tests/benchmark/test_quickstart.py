@@ -61,3 +61,33 @@ def test_eta_prices_a_student_by_stage_rates_not_by_the_first_cell():
     assert eta.estimate([("bass", "synthetic", "1/8", True, "maskrcnn")]) == pytest.approx(200 + 50 + 20)
     # classical methods cost what they measured, 0 before
     assert eta.estimate([("watershed", "synthetic", "1/8", False, None)]) == 0.0
+
+
+def test_late_profile_fields_enter_the_key_only_when_changed():
+    from benchmark.profiles import LATE_FIELDS
+
+    base = PROFILES["cpu"]
+    assert not set(LATE_FIELDS) & set(base.to_dict())
+    for field, value in (("backbone_width", 32), ("optimizer", "adamw"), ("rpn_pre_nms_top_n_train", 1000),
+                         ("rpn_pre_nms_top_n_test", 500)):
+        changed = base.replace(**{field: value})
+        assert changed.to_dict()[field] == value and changed.digest() != base.digest()
+        assert base.replace(**{field: LATE_FIELDS[field]}).digest() == base.digest()
+
+
+def test_readme_first_command_runs_quick_on_two_local_workers():
+    import re
+    import shlex
+    from pathlib import Path
+
+    from benchmark.cli import _exec_options, build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"```bash\n(.*?)\n```", readme, re.S).group(1)
+    args = shlex.split(first.split("python -m benchmark ", 1)[1])
+    parsed = build_parser().parse_args(args)
+    opts = _exec_options(parsed)
+    assert (opts.executor, opts.workers) == ("local", 2)
+    assert parsed.profile is None and default_profile_name(parsed.datasets.split(",")) == "quick"
+    quick = PROFILES["quick"]
+    assert (quick.optimizer, quick.backbone_width, quick.iterations) == ("adamw", 32, 200)

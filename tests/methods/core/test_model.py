@@ -213,3 +213,39 @@ def test_score_floor_does_not_change_instance_maps(small_patches, tiny_profile):
     assert any(f.max() > 0 for f in full)
     for a, b in zip(full, fast):
         np.testing.assert_array_equal(a, b)
+
+
+def test_narrow_backbone_has_the_requested_widths_and_trains(small_patches, tiny_profile):
+    p = tiny_profile.replace(backbone_width=16)
+    torch.manual_seed(0)
+    m = build_model(p)
+    body = m.backbone.body
+    assert body.conv1.out_channels == 16
+    assert [getattr(body, f"layer{k}")[-1].conv2.out_channels for k in (1, 2, 3, 4)] == [16, 32, 64, 128]
+    assert m.nuclei_config["backbone_width"] == 16
+    assert "backbone_width" not in model_config(tiny_profile)  # width 64 keeps the old config
+    wide = sum(x.numel() for x in build_model(tiny_profile).backbone.body.parameters())
+    assert sum(x.numel() for x in body.parameters()) < wide / 10
+    images, targets = _batch(small_patches[:2])
+    losses = m(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert body.conv1.weight.grad is not None and body.layer4[0].conv1.weight.grad.abs().sum() > 0
+
+
+def test_narrow_backbone_refuses_imagenet_weights(tiny_profile, tmp_path):
+    weights = tmp_path / "r18.pth"
+    torch.save(resnet18().state_dict(), weights)
+    with pytest.raises(ValueError, match="backbone_width=32"):
+        build_model(tiny_profile.replace(backbone_width=32, norm="frozen_bn", pretrained=str(weights)))
+
+
+def test_rpn_pre_nms_top_n_comes_from_the_profile(tiny_profile):
+    m = build_model(tiny_profile)
+    assert m.rpn._pre_nms_top_n == {"training": 2000, "testing": 1000}  # torchvision's defaults
+    p = tiny_profile.replace(rpn_pre_nms_top_n_train=500, rpn_pre_nms_top_n_test=300)
+    m = build_model(p)
+    assert m.rpn._pre_nms_top_n == {"training": 500, "testing": 300}
+    assert m.nuclei_config["rpn_pre_nms_top_n_train"] == 500 == model_config(p)["rpn_pre_nms_top_n_train"]
+    # an explicit build_model override still wins over the profile
+    assert build_model(p, rpn_pre_nms_top_n_train=700).rpn._pre_nms_top_n["training"] == 700

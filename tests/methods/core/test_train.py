@@ -160,3 +160,15 @@ def test_nan_gradient_with_finite_losses_is_reported_as_gradient(small_patches, 
               hook=_NaNGradAt(1))
     assert info.value.iteration == 1 and info.value.what == "gradient norm"
     assert "gradient norm" in str(info.value) and "non-finite loss" not in str(info.value)
+
+
+def test_profile_optimizer_is_sgd_by_default_or_adamw(tiny_profile):
+    from methods.core.train import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = make_optimizer(params, tiny_profile)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == tiny_profile.momentum
+    adamw = make_optimizer(params, tiny_profile.replace(optimizer="adamw", lr="0.001", momentum="0.8"))
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert adamw.defaults["betas"] == (0.8, 0.999) and adamw.defaults["lr"] == 0.001
+    assert adamw.defaults["weight_decay"] == tiny_profile.weight_decay
