@@ -422,7 +422,7 @@ def _scale_out(args, device: str):
 
 
 def _run_with(runner, opts) -> int:
-    if opts.executor != "inline":  # inline: Runner.run checks with the plan it makes anyway
+    if opts.executor == "submitit":  # inline and local check with the plan they make anyway
         runner.check_teacher_weights(runner.plan())
     if opts.executor == "local":
         from benchmark.executors.local import run_local

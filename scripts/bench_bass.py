@@ -6,7 +6,9 @@ BASS variant (``bass`` = NMH + LRD + CRC by default), feeds all of them the *sam
 256x256 patches (~15-25 nuclei) and measures forward + backward + SGD step. Iterations are interleaved
 (plain, bass, plain, bass, ...) so that load from other processes hits every model alike; the table gives
 the median over ``--iters`` timed iterations after ``--warmup`` untimed ones and the ratio of medians.
-``--profile-ops`` additionally prints the top operators of one BASS step (torch profiler).
+``--profile-ops`` additionally prints the top operators of one BASS step (torch profiler). The FLOP
+columns count one forward + backward of each model on the same batch (``torch.utils.flop_counter``): the
+ratio that the wall-time ratio would reach if every FLOP cost the same.
 
 Example (what produced the table of reports/bench_bass.md; the CPU-time ratio with one thread is the
 robust number on a loaded machine)::
@@ -110,6 +112,16 @@ def bench_profile(profile, variants: list[str], device: str, warmup: int, iters:
                 stats = getattr(m.roi_heads.mask_branch, "last_crc_stats", None)
                 if stats:
                     pos_rois[n].append(int(stats.get("rois", 0)))
+    flops = {}
+    for n in names:  # FLOPs of one step on the last batch (forward + backward), same RoI sampling seed
+        from torch.utils.flop_counter import FlopCounterMode
+
+        torch.manual_seed(1000 + len(batches) - 1)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            sum(models[n](*batches[-1]).values()).backward()
+        models[n].zero_grad(set_to_none=True)
+        flops[n] = counter.get_total_flops()
     ops = None
     if profile_ops and variants:
         from torch.profiler import ProfilerActivity, profile as tprofile
@@ -129,6 +141,7 @@ def bench_profile(profile, variants: list[str], device: str, warmup: int, iters:
         "cpu_ratio": {n: cmed[n] / cmed["maskrcnn"] for n in variants},
         "all": times,
         "crc_rois": {n: (statistics.median(v) if v else None) for n, v in pos_rois.items()},
+        "flops": flops,
         "ops": ops,
     }
 
@@ -160,8 +173,9 @@ def main(argv=None) -> int:
         f"patches, identical batches and RoI sampling seeds for every model). Wall = elapsed time; CPU = "
         f"process CPU time (all threads), less sensitive to other processes competing for the cores.",
         "",
-        "| profile | model | wall s/iter (median) | wall ratio | CPU s/iter (median) | CPU ratio | positive RoIs in CRC (median) |",
-        "|---|---|---|---|---|---|---|",
+        "| profile | model | wall s/iter (median) | wall ratio | CPU s/iter (median) | CPU ratio | GFLOP/step | "
+        "FLOP ratio | positive RoIs in CRC (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     extra = []
     for pname in args.profiles.split(","):
@@ -171,8 +185,9 @@ def main(argv=None) -> int:
             ratio = "1.00" if n == "maskrcnn" else f"{res['ratio'][n]:.2f}"
             cratio = "1.00" if n == "maskrcnn" else f"{res['cpu_ratio'][n]:.2f}"
             rois = res["crc_rois"].get(n)
+            fl, fl0 = res["flops"][n], res["flops"]["maskrcnn"]
             lines.append(f"| {pname} | {n} | {med:.3f} | {ratio} | {res['cpu_median'][n]:.3f} | {cratio} | "
-                         f"{rois if rois is not None else '-'} |")
+                         f"{fl / 1e9:.1f} | {fl / fl0:.2f} | {rois if rois is not None else '-'} |")
         print("\n".join(lines[-len(res['median']):]), flush=True)
         if res["ops"]:
             extra += ["", f"Top operators of one `{variants[0]}` step ({pname}):", "", "```", res["ops"], "```"]

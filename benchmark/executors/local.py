@@ -69,6 +69,13 @@ def teacher_of(cell: CellSpec) -> CellSpec | None:
     return CellSpec(teacher, cell.dataset, cell.ratio, cell.seed, ()) if teacher else None
 
 
+def _warm() -> None:
+    """Import what every cell needs (torch, torchvision, the model code: ~5 s), so that the workers'
+    start-up overlaps the planning in the parent."""
+    import benchmark.runner  # noqa: F401
+    import methods.core.model  # noqa: F401
+
+
 class _Pool:
     def __init__(self, slots: list[str]):
         ctx = mp.get_context("spawn")
@@ -82,40 +89,62 @@ class _Pool:
                                         initargs=(queue, max(1, torch.get_num_threads() // n_cpu)))
 
 
+class _Eta:
+    """Time left for the cells not finished yet, from measured per-stage rates
+    (:class:`benchmark.eta.EtaModel`), spread over the workers."""
+
+    def __init__(self, runner: Runner, workers: int) -> None:
+        from benchmark.eta import EtaModel
+
+        self.model, self.workers, self.started = EtaModel(runner.cfg.profile.iterations), workers, {}
+
+    def start(self, cell: CellSpec) -> None:
+        self.started[cell] = time.time()
+
+    def finish(self, cell: CellSpec, path: Path) -> None:
+        self.model.observe_dir(cell.method, cell.dataset, cell.ratio, path, time.time() - self.started.pop(cell))
+
+    def text(self, pending: dict, running: dict) -> str:
+        from benchmark.runner import _eta_row, _fmt_secs
+
+        left = self.model.estimate([_eta_row(c) for c in pending if c not in running.values()])
+        if left is None:
+            return ""
+        for cell in running.values():
+            est = self.model.estimate([_eta_row(cell)]) or 0.0
+            left += max(0.0, est - (time.time() - self.started.get(cell, time.time())))
+        return f", ETA {_fmt_secs(left / self.workers)}"
+
+
 def run_local(runner: Runner, opts: ExecOptions) -> int:
-    """Run the grid of ``runner`` on ``local`` workers. Returns the number of failed cells."""
-    rows = runner.plan()
-    runner.check_out(create=True)
-    todo = [(c, p) for c, p, st in rows if runner.cfg.force or st != "done"]
+    """Run the grid of ``runner`` on ``local`` workers. Returns the number of failed cells.
+
+    A cell is handed to a worker only when one is free (so the ETA knows what is running), teachers
+    first, in the plan's order."""
     slots = opts.slots()
-    runner.echo(f"grid: {len(rows)} cell(s), {len(rows) - len(todo)} already done, {len(todo)} to run "
-                f"on {len(slots)} local worker(s) ({', '.join(slots)}) → {runner.out}")
-    pending = {c: p for c, p in todo}
-    outcome: dict = {}
-    crashes: dict = {}
     pool = _Pool(slots)
-    running: dict[Future, CellSpec] = {}
+    for _ in slots:
+        pool.pool.submit(_warm)
     try:
+        rows = runner.plan()
+        runner.check_teacher_weights(rows)
+        runner.check_out(create=True)
+        todo = [(c, p) for c, p, st in rows if runner.cfg.force or st != "done"]
+        runner.echo(f"grid: {len(rows)} cell(s), {len(rows) - len(todo)} already done, {len(todo)} to run "
+                    f"on {len(slots)} local worker(s) ({', '.join(slots)}) → {runner.out}")
+        pending = {c: p for c, p in todo}
+        outcome: dict = {}
+        crashes: dict = {}
+        eta = _Eta(runner, len(slots))
+        running: dict[Future, CellSpec] = {}
         while pending or running:
-            for cell in [c for c in pending if _ready(c, pending, running)]:
+            for cell in [c for c in pending if _ready(c, pending, running)][: len(slots) - len(running)]:
                 path = pending[cell]
                 running[pool.pool.submit(_work, runner.cfg, cell, str(path), runner._damage.get(path))] = cell
-                runner.echo(f"  queued {cell.label()}")
+                eta.start(cell)
+                runner.echo(f"  started {cell.label()}")
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            broken = False
-            for fut in done:
-                cell = running.pop(fut)
-                path = pending.pop(cell)
-                try:
-                    outcome[cell], pid = fut.result()
-                    runner.echo(f"[{len(outcome)}/{len(todo)}] {outcome[cell]}: {cell.label()} (worker {pid})")
-                except BrokenProcessPool as exc:
-                    broken = True
-                    if _crashed(runner, cell, path, exc, crashes):
-                        outcome[cell] = FAILED
-                    else:
-                        pending[cell] = path
-            if broken:
+            if _collect(runner, done, running, pending, outcome, crashes, eta, len(todo)):
                 for cell in list(running.values()):  # the pool is gone: hand these out again
                     pending.setdefault(cell, Path(runner.cell_dir(cell)))
                 running.clear()
@@ -128,6 +157,27 @@ def run_local(runner: Runner, opts: ExecOptions) -> int:
     runner.echo(f"grid finished: {len(rows) - failed}/{len(rows)} done, {failed} failed. "
                 f"Results in {runner.out}")
     return failed
+
+
+def _collect(runner, done, running, pending, outcome, crashes, eta: _Eta, n_todo: int) -> bool:
+    """Record the finished futures (with the ETA of what is left); ``True`` if the pool broke."""
+    broken = False
+    for fut in done:
+        cell = running.pop(fut)
+        path = pending.pop(cell)
+        try:
+            outcome[cell], pid = fut.result()
+            eta.finish(cell, path)
+            runner.echo(f"[{len(outcome)}/{n_todo}{eta.text(pending, running)}] {outcome[cell]}: "
+                        f"{cell.label()} (worker {pid})")
+        except BrokenProcessPool as exc:
+            broken = True
+            eta.started.pop(cell, None)
+            if _crashed(runner, cell, path, exc, crashes):
+                outcome[cell] = FAILED
+            else:
+                pending[cell] = path
+    return broken
 
 
 def _ready(cell: CellSpec, pending: dict, running: dict) -> bool:

@@ -243,3 +243,27 @@ def test_a_failing_cell_is_recorded_as_inline_and_exits_1(tmp_path, executor):
     assert "deliberate failure" in record["error"] and "Traceback" in record["traceback"]
     status = bench(tmp_path, "status", "--out", str(out)).stdout
     assert "1 done, 1 failed" in status
+
+
+def test_local_eta_prices_cells_left_by_stage_rates_over_the_workers(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmark.executors.local import _Eta
+    from benchmark.runner import CellSpec
+
+    runner = SimpleNamespace(cfg=SimpleNamespace(profile=SimpleNamespace(iterations=100)))
+    eta = _Eta(runner, workers=2)
+    cells = {name: CellSpec(m, "synthetic", r, 0, ()) for name, m, r in (
+        ("m8", "maskrcnn", "1/8"), ("m4", "maskrcnn", "1/4"), ("b8", "bass", "1/8"), ("b4", "bass", "1/4"))}
+    (tmp_path / "done.json").write_text(json.dumps({  # 1 s per iteration, 1 s per predicted patch
+        "fit_seconds": 100.0, "predict_seconds": 10.0, "n_test_patches": 10, "n_unlabeled": 100,
+        "fit_info": {"train_seconds_last_call": 100.0}}))
+    eta.start(cells["m8"])
+    assert eta.text({cells["m8"]: tmp_path}, {}) == ""  # nothing measured: no made-up ETA
+    eta.finish(cells["m8"], tmp_path)
+    # maskrcnn 1/4: 100 + 10 s; each bass student: + 100 unlabeled patches at the predict rate = 210 s
+    assert eta.text({cells["m4"]: 0, cells["b8"]: 0, cells["b4"]: 0}, {}) == ", ETA 4m25s"  # 530 s / 2
+    eta.start(cells["b8"])
+    eta.started[cells["b8"]] -= 199.5  # running for ~200 s: ~10 s of it left
+    left = eta.text({cells["b8"]: 0, cells["b4"]: 0}, {"future": cells["b8"]})
+    assert left == ", ETA 1m50s"  # (210 + 10.5) / 2, rounded down
