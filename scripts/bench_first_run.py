@@ -46,13 +46,18 @@ def run(command: str, workdir: Path) -> dict:
     argv[0] = sys.executable if argv[0] == "python" else argv[0]
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
+    lines = []  # every output line with the seconds since launch, to see where the time went
+    with subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        for line in proc.stdout:
+            lines.append(f"[{time.perf_counter() - t0:7.1f} s] {line.rstrip()}")
     wall = time.perf_counter() - t0
+    log = "\n".join(lines) + "\n"
     if proc.returncode != 0:
-        raise SystemExit(f"the first command failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"the first command failed (exit {proc.returncode}):\n{log[-4000:]}")
     use = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"wall": wall, "user": use.ru_utime, "sys": use.ru_stime, "rss_gib": use.ru_maxrss / 2 ** 20,
-            "load0": load0, "load1": os.getloadavg(), "log": proc.stderr}
+            "load0": load0, "load1": os.getloadavg(), "log": log}
 
 
 def aji_table(results: pd.DataFrame) -> str:
