@@ -138,7 +138,7 @@ def run_local(runner: Runner, opts: ExecOptions) -> int:
         eta = _Eta(runner, len(slots))
         running: dict[Future, CellSpec] = {}
         while pending or running:
-            for cell in [c for c in pending if _ready(c, pending, running)][: len(slots) - len(running)]:
+            for cell in _next_cells(pending, running, len(slots) - len(running)):
                 path = pending[cell]
                 running[pool.pool.submit(_work, runner.cfg, cell, str(path), runner._damage.get(path))] = cell
                 eta.start(cell)
@@ -178,6 +178,15 @@ def _collect(runner, done, running, pending, outcome, crashes, eta: _Eta, n_todo
             else:
                 pending[cell] = path
     return broken
+
+
+def _next_cells(pending: dict, running: dict, free: int) -> list[CellSpec]:
+    """Up to ``free`` cells that can start now: teachers of waiting cells first (each unblocks a
+    student), then the plan's order. Students first would leave a worker idle at the end, waiting for
+    the last teacher (measured: 382 s instead of ~330 s for the README's first run)."""
+    waiting_on = {teacher_of(c) for c in pending}
+    ready = [c for c in pending if _ready(c, pending, running)]
+    return sorted(ready, key=lambda c: c not in waiting_on)[:max(0, free)]
 
 
 def _ready(cell: CellSpec, pending: dict, running: dict) -> bool:

@@ -267,3 +267,16 @@ def test_local_eta_prices_cells_left_by_stage_rates_over_the_workers(tmp_path):
     eta.started[cells["b8"]] -= 199.5  # running for ~200 s: ~10 s of it left
     left = eta.text({cells["b8"]: 0, cells["b4"]: 0}, {"future": cells["b8"]})
     assert left == ", ETA 1m50s"  # (210 + 10.5) / 2, rounded down
+
+
+def test_local_hands_out_teachers_first_so_no_worker_waits_at_the_end():
+    from benchmark.executors.local import _next_cells
+    from benchmark.runner import CellSpec
+
+    m = {r: CellSpec("maskrcnn", "synthetic", r, 0, ()) for r in ("1/8", "1/4", "1/2")}
+    b = {r: CellSpec("bass", "synthetic", r, 0, ()) for r in ("1/8", "1/4", "1/2")}
+    # the two first teachers are done: their students are ready, and so is the last teacher
+    pending = {b["1/8"]: 0, b["1/4"]: 0, m["1/2"]: 0, b["1/2"]: 0}
+    assert _next_cells(pending, {}, 2) == [m["1/2"], b["1/8"]]
+    assert _next_cells(pending, {"f": m["1/2"]}, 1) == [b["1/8"]]  # b 1/2 waits for its running teacher
+    assert _next_cells(pending, {}, 0) == []
