@@ -90,8 +90,8 @@ class _Pool:
 
 
 class _Eta:
-    """Time left for the cells not finished yet, from measured per-stage rates
-    (:class:`benchmark.eta.EtaModel`), spread over the workers."""
+    """Time left for the cells not finished yet: per-cell estimates from measured per-stage rates
+    (:class:`benchmark.eta.EtaModel`), laid out on the workers as the executor hands them out."""
 
     def __init__(self, runner: Runner, workers: int) -> None:
         from benchmark.eta import EtaModel
@@ -107,13 +107,16 @@ class _Eta:
     def text(self, pending: dict, running: dict) -> str:
         from benchmark.runner import _eta_row, _fmt_secs
 
-        left = self.model.estimate([_eta_row(c) for c in pending if c not in running.values()])
-        if left is None:
+        waiting = [self.model.estimate([_eta_row(c)]) for c in pending if c not in running.values()]
+        if any(w is None for w in waiting):
             return ""
-        for cell in running.values():
+        free = [0.0] * self.workers  # when each worker is free, from now
+        for k, cell in enumerate(running.values()):
             est = self.model.estimate([_eta_row(cell)]) or 0.0
-            left += max(0.0, est - (time.time() - self.started.get(cell, time.time())))
-        return f", ETA {_fmt_secs(left / self.workers)}"
+            free[k % self.workers] = max(0.0, est - (time.time() - self.started.get(cell, time.time())))
+        for seconds in waiting:  # the executor's own rule: the next cell goes to the first free worker
+            free[free.index(min(free))] += seconds
+        return f", ETA {_fmt_secs(max(free))}"
 
 
 def run_local(runner: Runner, opts: ExecOptions) -> int:
