@@ -72,7 +72,9 @@ def aji_table(results: pd.DataFrame) -> str:
 
 
 def summary(command: str, m: dict, table: str, commit: str) -> str:
-    load = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    def load(xs):
+        return ", ".join(f"{x:.2f}" for x in xs)
+
     minutes, seconds = divmod(round(m["wall"]), 60)
     return "\n".join([
         f"Command (the README's first, in an empty directory with an empty cache; commit `{commit}`, "

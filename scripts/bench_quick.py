@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         f"# Candidate first-run profiles (`scripts/bench_quick.py`, base profile `{args.profile}`)", "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores. Methods "
-        f"`{args.methods}`, ratios {args.ratios}, seed 0, run flags `{args.extra or '(none)'}`. AJI is the mean patch AJI on the **validation** "
+        f"`{args.methods}`, ratios {args.ratios}, seed 0, run flags `{args.extra or '(none)'}`. "
+        "AJI is the mean patch AJI on the **validation** "
         "split (the split a profile may be chosen on); the test split is not looked at here.", "",
         "| variant | overrides | wall s (whole grid, incl. start-up) | load avg before |", "|---|---|---:|---:|",
         *walls, "", table.reset_index().to_markdown(index=False), ""])
