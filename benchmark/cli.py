@@ -354,6 +354,7 @@ def cmd_run(args) -> int:
     except KeyError as exc:
         raise ValueError(str(exc.args[0])) from None
     profile = profile.replace(**profile_over) if profile_over else profile
+    _check_backbone(profile)
     seed_texts = _require_csv(args.seeds, "--seeds")
     try:
         seeds = [int(s) for s in seed_texts]
@@ -405,6 +406,21 @@ def cmd_run(args) -> int:
         for path in written:
             print(path, flush=True)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _check_backbone(profile) -> None:
+    """Refuse a bad ``profile.pretrained`` / ``norm`` / ``backbone_width`` combination before anything
+    trains (otherwise every deep cell would fail with the same message)."""
+    import warnings
+
+    from methods.core.model import resolve_backbone_init
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback warning comes again, once, where a model is built
+        try:
+            resolve_backbone_init(profile)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def _scale_out(args, device: str):

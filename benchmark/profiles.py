@@ -126,8 +126,10 @@ class Profile:
 
 
 #: fields added after the first release and their defaults (left out of ``to_dict`` at the default).
-LATE_FIELDS: dict[str, Any] = {"backbone_width": 64, "optimizer": "sgd", "rpn_pre_nms_top_n_train": 2000,
-                               "rpn_pre_nms_top_n_test": 1000}
+LATE_FIELDS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(Profile)
+    if f.name in ("backbone_width", "optimizer", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test")
+}
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(

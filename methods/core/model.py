@@ -115,12 +115,15 @@ def resolve_backbone_init(profile: Any) -> tuple[str, Path | None]:
                 f"that GroupNorm cannot use. Set profile.norm=frozen_bn to use them, or pretrained=none."
             )
         return "gn", None
-    weights = find_imagenet_weights(backbone, pretrained) if backbone_width(profile) == 64 else None
+    narrow = backbone_width(profile) != 64
+    weights = None if narrow else find_imagenet_weights(backbone, pretrained)
     if weights is None and norm == "frozen_bn":
+        why = (f"profile.backbone_width={backbone_width(profile)} has no ImageNet weights" if narrow else
+               f"no ImageNet weights for {backbone} found locally (looked for "
+               f"{Path(torch.hub.get_dir()) / 'checkpoints' / IMAGENET_FILES[backbone]})")
         warnings.warn(
-            f"no ImageNet weights for {backbone} found locally (looked for "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints' / IMAGENET_FILES[backbone]}); frozen BatchNorm needs "
-            f"them, so training from random init with GroupNorm instead (recorded in model_config).",
+            f"{why}; frozen BatchNorm needs them, so training from random init with GroupNorm instead "
+            f"(recorded in model_config).",
             stacklevel=3,
         )
         return "gn", None

@@ -81,3 +81,18 @@ def test_list_shows_a_broken_dataset_with_its_error(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     mon = next(d for d in data["datasets"] if d["name"] == "monuseg")
     assert mon["present"].startswith("broken:") and "stray.xml" in mon["present"]
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["profile.pretrained=/no/such/weights.pth", "profile.norm=frozen_bn"], "profile.pretrained='/no/such"),
+    (["profile.backbone_width=32", "profile.norm=frozen_bn", "profile.pretrained=/no/such.pth"],
+     "backbone_width=32"),
+])
+def test_bad_backbone_settings_stop_before_any_cell(tmp_path, capsys, sets, message):
+    out = tmp_path / "results"
+    args = ["run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8", "--out", str(out)]
+    for kv in sets:
+        args += ["--set", kv]
+    assert main(args) == EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert not out.exists(), "no cell may start (or fail) before the profile is known to be usable"

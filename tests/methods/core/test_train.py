@@ -172,3 +172,19 @@ def test_profile_optimizer_is_sgd_by_default_or_adamw(tiny_profile):
     assert isinstance(adamw, torch.optim.AdamW)
     assert adamw.defaults["betas"] == (0.8, 0.999) and adamw.defaults["lr"] == 0.001
     assert adamw.defaults["weight_decay"] == tiny_profile.weight_decay
+
+
+def test_adamw_run_resumes_to_identical_weights(small_patches, tiny_profile, tmp_path):
+    # the fused AdamW state (step counts, both moments) must survive a checkpoint like SGD's momentum
+    p = tiny_profile.replace(optimizer="adamw", lr="0.001", weight_decay="0.05")
+    full = _fresh(p)
+    train(full, small_patches, p, seed=3, device="cpu", workdir=tmp_path / "a", progress=False)
+    train(_fresh(p), small_patches, p, seed=3, device="cpu", workdir=tmp_path / "b", progress=False, stop_after=5)
+    resumed = _fresh(p, seed=123)
+    r = train(resumed, small_patches, p, seed=3, device="cpu", workdir=tmp_path / "b", progress=False)
+    assert r.resumed_from == 3 and r.finished
+    sa, sb = full.state_dict(), resumed.state_dict()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert not torch.equal(_fresh(p).state_dict()["roi_heads.box_predictor.cls_score.weight"],
+                           sa["roi_heads.box_predictor.cls_score.weight"])
