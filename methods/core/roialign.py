@@ -2,7 +2,8 @@
 
 Why: torchvision's CPU ``_roi_align_backward`` kernel runs on one thread. On a 2-core machine it took
 22 % of a ``cpu``-profile training step with 2 threads
-(``reports/step_profile_cpu_2threads_torchvision_roialign.txt``) while the other core idled. Channels are independent in RoIAlign (forward and backward), so this module
+(``reports/step_profile_cpu_2threads_torchvision_roialign.txt``) while the other core idled. Channels
+are independent in RoIAlign (forward and backward), so this module
 splits the channels into one chunk per torch thread and runs torchvision's own kernels on the chunks in
 a small thread pool (the kernels release the GIL). Every output element is computed by the same
 kernel, in the same order, as without the split: the results are bitwise equal
