@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(tmp_path: Path) -> dict:
+    # TMPDIR: torchrun leaves a torchelastic_* log folder in the temp dir; this keeps it in tmp_path
     return dict(os.environ, PYTHONPATH=str(REPO), NUCLEI_SSL_BENCH_CACHE=str(tmp_path / "cache"),
-                OMP_NUM_THREADS="1")
+                OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
 
 
 def torchrun(method: str, out: Path, *extra: str) -> list[str]:

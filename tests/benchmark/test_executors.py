@@ -28,7 +28,7 @@ def _env(tmp_path: Path) -> dict:
     plugins = tmp_path / "plugins"  # see failing_plugin
     path = os.pathsep.join([str(REPO)] + ([str(plugins)] if plugins.is_dir() else []))
     return dict(os.environ, PYTHONPATH=path, NUCLEI_SSL_BENCH_CACHE=str(tmp_path / "cache"),
-                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TMPDIR=str(tmp_path))
 
 
 def bench(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
