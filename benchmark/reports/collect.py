@@ -48,7 +48,7 @@ class Result:
         scores: metric → mean over seeds (``None`` unless done); per_seed: metric → per-seed scores.
         per_unit: per-unit test AJI, one column per seed (index = patch or image id).
         val_scores: metric → mean over seeds on the validation patches (``None`` when a seed has none).
-        seeds, needs, options, errors: as found in the cells.
+        seeds, needs, options, errors: as found in the cells; seeds_done: those of ``seeds`` that finished.
         profile, split_hash, split_recipe: the rest of the key (recipe ``"paper"`` when unrecorded).
         approximation, approximation_tag: how the method departs from its paper (cell.json).
         budget: training budget (``profile_iterations``, ``stage_iterations``, ``starts_from_teacher``).
@@ -73,6 +73,7 @@ class Result:
     approximation: str | None = None
     approximation_tag: str | None = None
     budget: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seeds_done: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def row_label(self) -> str:
@@ -171,7 +172,7 @@ def _result(recs: list[CellRecord], protocol: str, aggregation: str) -> Result:
         profile=str(first.get("profile", "")), split_hash=str(first.get("split_hash") or ""),
         split_recipe=str(first.get("split_recipe") or "paper"), val_scores=val_scores,
         approximation=first.get("approximation"), approximation_tag=first.get("approximation_tag"),
-        budget=training_budget(recs),
+        budget=training_budget(recs), seeds_done=[r.seed for r in recs if r.status == "done"],
     )
 
 

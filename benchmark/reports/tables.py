@@ -7,7 +7,8 @@ Formatting rules (checked by golden-file tests):
   with ``<ins>…</ins>`` (GitHub renders it); ties share the mark;
 - each non-reference method's AJI carries a direction-aware marker (:func:`benchmark.stats.direction_marker`)
   from the image-level comparison with the block's reference on the same test images;
-- a missing cell is ``–``, a failed one ``failed``, an unfinished one ``running``;
+- a missing cell is ``–``, a failed one ``failed``, an unfinished one ``k of n seeds`` (``k`` of the
+  ``n`` seeds found in the store have finished: the report cannot tell a running cell from a stopped one);
 - rows of methods that use extra supervision on unlabeled patches say so (``+points``, ``+boxes``);
   rows whose method records an ``approximation`` carry its short tag and a footnote letter.
 
@@ -199,7 +200,7 @@ def _cell(r: Result | None, metric: str, mark: str, marker: str = "") -> Cell:
     if r.status == "failed":
         return Cell("failed")
     if r.status != "done":
-        return Cell("running")
+        return Cell(f"{len(r.seeds_done)} of {len(r.seeds)} seeds")
     return Cell(_value_text(r, metric), mark, marker)
 
 
@@ -363,6 +364,8 @@ def table_caption(results: Sequence[Result], opts: TableOptions, comps: Sequence
         f"paired-bootstrap CIs (images with all their patches, and seeds) in comparisons.md. "
         f"{_evidence_text(results, comps)} `+points`/`+boxes`: extra weak labels on the unlabeled patches. "
         f"[tag]: departs from the published method (footnotes). – not run."
+        + (" *k of n seeds*: only k of the n seeds in the store have finished, so the cell is not scored."
+           if any(r.status not in ("done", "failed") for r in results) else "")
     )
 
 

@@ -85,6 +85,18 @@ def test_table1_seeds_mean_std_and_one_seed_mean_only(results):
     assert "no finished row yet" in table1(running) and "one seed" not in table1(running)
 
 
+def test_table1_a_cell_with_an_unfinished_seed_shows_how_many_seeds_are_done(tmp_path):
+    store = store_fixture.build_store(tmp_path / "store")
+    (unfinished,) = store.glob("monuseg/1-2/maskrcnn/seed1-*/done.json")
+    unfinished.unlink()  # seed 1 started and was stopped: its cell.json stays, done.json does not
+    text = table1(collect(store))
+    assert "only k of the n seeds in the store have finished" in text
+    assert "k of n seeds" not in table1(collect(store_fixture.build_store(tmp_path / "whole")))
+    row = _row(_block(text, "1/2"), "maskrcnn")
+    assert row.split("|")[7].strip() == "1 of 2 seeds", row
+    assert "running" not in row, "the store cannot tell a running seed from a stopped one"
+
+
 def test_table1_aggregation_and_test_in_caption(results):
     text = table1(results, TableOptions(aggregation="aggregated", test="wilcoxon-patch", correction="bh"))
     assert "aggregated over the test set" in text and "paper's protocol: Wilcoxon" in text
