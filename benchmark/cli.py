@@ -155,7 +155,11 @@ def _add_splits_parser(sub) -> None:
     psm = ssub.add_parser("make", help="write splits/<dataset>.json from the files on disk")
     psm.add_argument("--dataset", required=True, help="dataset name (see `list`) or folder:PATH")
     psm.add_argument("--data-root", type=Path, default=None)
-    psm.add_argument("--recipe", default=None, help="split recipe (default: the dataset's default)")
+    psm.add_argument("--image-split", dest="recipe", default=None, metavar="RECIPE",
+                     help="image-level train/val/test split: a named recipe or counts such as 16/8/6 or "
+                          "proportions such as 6:2:2 (default: the dataset's own)")
+    # the old name of --image-split, kept so that earlier commands still work
+    psm.add_argument("--recipe", dest="recipe", help=argparse.SUPPRESS)
     psm.add_argument("--seed", type=int, default=0, help="seed of the image and patch draws (default: 0)")
     psm.add_argument("--out", type=Path, default=None, help="output file (default: splits/<dataset>.json)")
     psm.add_argument("--force", action="store_true", help="overwrite an existing manifest")

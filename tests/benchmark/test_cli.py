@@ -98,3 +98,23 @@ def test_parser_defaults():
     args = build_parser().parse_args(["run", "--methods", "a", "--datasets", "b"])
     # the profile is resolved per dataset (benchmark.cli.default_profile_name)
     assert args.ratios == "1/8,1/4,1/2" and args.seeds == "0" and args.profile is None
+
+
+@pytest.mark.parametrize("flag", ["--image-split", "--recipe"])  # --recipe: the old name, still accepted
+def test_splits_make_image_split_sets_the_train_val_test_counts(flag, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["splits", "make", "--dataset", "synthetic", flag, "20/6/4", "--out", str(out)]) == EXIT_OK
+    manifest = json.loads(out.read_text())
+    assert manifest["recipe"] == "20/6/4"
+    assert manifest["image_counts"] == {"train": 20, "val": 6, "test": 4}
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["splits", "make", "--dataset", "synthetic", flag, "20/6/5", "--out", str(tmp_path / "x.json")]) \
+        == EXIT_USAGE
+    assert "20+6+5 = 31" in capsys.readouterr().err
+
+
+def test_splits_make_help_names_image_split_not_the_old_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["splits", "make", "--help"])
+    out = capsys.readouterr().out
+    assert "--image-split" in out and "--recipe" not in out and "--split-recipe" in out
