@@ -470,6 +470,7 @@ def cmd_report(args) -> int:
 
     if args.bootstrap < 100:
         raise ValueError(f"--bootstrap {args.bootstrap}: use at least 100 resamples (default 10000)")
+    _check_report_store(args.results, args.out)
     opts = TableOptions(
         protocol=args.protocol,
         aggregation=args.aggregation,
@@ -493,6 +494,17 @@ def cmd_report(args) -> int:
     for path in written:
         print(path)
     return EXIT_OK
+
+
+def _check_report_store(results: Path, out: Path | None) -> None:
+    """``run --out STORE`` carried over to ``report`` names the report folder there, not the store."""
+    from benchmark import store
+
+    if results.exists() or out is None or not out.is_dir() or not store.cell_dirs(out):
+        return
+    raise ValueError(f"--out {out} is a result store, but for `report` --out is the folder the tables go to "
+                     f"and the store is --results (default ./results, which does not exist). Run: "
+                     f"python -m benchmark report --results {out}")
 
 
 def cmd_verify(args) -> int:

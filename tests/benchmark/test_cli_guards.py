@@ -68,6 +68,20 @@ def test_run_report_goes_beside_the_store_and_paths_are_printed(tmp_path, capsys
     assert str(out / "reports" / "table1.md") in capsys.readouterr().out
 
 
+def test_report_out_pointing_at_a_store_says_to_use_results(tmp_path, capsys, monkeypatch):
+    """``run --out S`` carried over as ``report --out S``: a named error, nothing written into the store."""
+    monkeypatch.chdir(tmp_path)  # no ./results here
+    out = tmp_path / "store"
+    assert main([*BASE, "--out", str(out), "--quiet"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["report", "--out", str(out), "--no-figures"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--out {out} is a result store" in err and f"report --results {out}" in err
+    assert not (out / "table1.md").exists()
+    assert main(["report", "--results", str(out), "--out", str(tmp_path / "tables"), "--no-figures"]) == EXIT_OK
+    assert (tmp_path / "tables" / "table1.md").is_file()
+
+
 def test_list_shows_a_broken_dataset_with_its_error(tmp_path, capsys):
     """A dataset whose files are inconsistent is 'broken: <why>', not 'no' (issue 12 row 3)."""
     part = tmp_path / "monuseg" / "MoNuSegTrainingData"
