@@ -10,8 +10,11 @@ finished cell's ``done.json``, three rates:
 - **pseudo-label**: seconds per unlabeled patch (``fit_info.pseudo_labels.detection_seconds``);
 - **predict**: seconds per test patch (``predict_seconds / n_test_patches``), per method;
 
-and prices a remaining cell as ``iterations x train + n_unlabeled x pseudo-label + n_test x predict``.
-A method not measured yet borrows the rates of the methods that were (its teacher's train rate first),
+and prices a remaining cell as ``iterations x train + n_unlabeled x pseudo-label + n_test x predict +
+overhead``, where **overhead** is what the stages leave out of a finished cell's wall time, per method
+(start-up, data loading, model building, the validation pass, writing the cell); so a cell just like a
+finished one is priced at what that one took.
+A method not measured yet borrows the rates of the methods that were (its teacher's first),
 so after the first teacher cell a student cell is priced as its training plus a pseudo-label pass over
 its unlabeled patches. A method that trains nothing costs the mean of its measured cells. Patch counts
 of a cell come from a finished cell of the same dataset and ratio (else of the same dataset).
@@ -46,6 +49,7 @@ class EtaModel:
         self.predict: dict[str, list[float]] = {}
         self.pseudo: list[float] = []
         self.total: dict[str, list[float]] = {}
+        self.overhead: dict[str, list[float]] = {}
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
 
     def observe(self, method: str, dataset: str, ratio: str, done: dict[str, Any], seconds: float) -> None:
@@ -60,8 +64,12 @@ class EtaModel:
         if t is not None:
             self.train.setdefault(method, []).append(t / self.iterations)
         det = (info.get("pseudo_labels") or {}).get("detection_seconds")
-        if isinstance(det, (int, float)) and n_unl:
+        det = float(det) if isinstance(det, (int, float)) else None
+        if det is not None and n_unl:
             self.pseudo.append(det / n_unl)
+        if t is not None:  # a deep cell: what its measured stages do not account for
+            stages = t + float(done.get("predict_seconds") or 0.0) + (det or 0.0)
+            self.overhead.setdefault(method, []).append(max(0.0, float(seconds) - stages))
 
     def observe_dir(self, method: str, dataset: str, ratio: str, path: Path, seconds: float) -> None:
         """:meth:`observe` from a cell directory's ``done.json`` (a missing/broken file teaches nothing)."""
@@ -91,7 +99,9 @@ class EtaModel:
         s = self.iterations * mean(train) + n_test * mean(pred)
         if teacher:
             s += n_unl * (mean(self.pseudo) if self.pseudo else mean(pred))
-        return s
+        overhead = (self.overhead.get(method) or self.overhead.get(teacher or "")
+                    or [r for v in self.overhead.values() for r in v] or [0.0])
+        return s + mean(overhead)
 
     def estimate(self, cells: list[tuple[str, str, str, bool, str | None]]) -> float | None:
         """Seconds left for ``(method, dataset, ratio, deep, teacher)`` cells; ``None`` if unknown yet."""

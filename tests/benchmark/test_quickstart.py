@@ -58,9 +58,25 @@ def test_eta_prices_a_student_by_stage_rates_not_by_the_first_cell():
     # once a student cell is measured its own rates take over (2 s/it, PL 0.5 s/patch)
     info = {"student": {"train_seconds_last_call": 200.0}, "pseudo_labels": {"detection_seconds": 50.0}}
     eta.observe("bass", "synthetic", "1/8", _done(info, pred=20.0), 300.0)
-    assert eta.estimate([("bass", "synthetic", "1/8", True, "maskrcnn")]) == pytest.approx(200 + 50 + 20)
+    # (200 + 50 + 20 s of stages, plus the 30 s the cell took beyond them)
+    assert eta.estimate([("bass", "synthetic", "1/8", True, "maskrcnn")]) == pytest.approx(200 + 50 + 20 + 30)
     # classical methods cost what they measured, 0 before
     assert eta.estimate([("watershed", "synthetic", "1/8", False, None)]) == 0.0
+
+
+def test_eta_adds_what_the_stages_leave_out_so_a_like_cell_costs_what_the_last_one_took():
+    eta = EtaModel(iterations=100)
+    # 100 s training + 10 s prediction, but the cell took 140 s: 30 s of start-up, validation, writing
+    eta.observe("maskrcnn", "synthetic", "1/8", _done({"train_seconds_last_call": 100.0}), 140.0)
+    assert eta.estimate([("maskrcnn", "synthetic", "1/4", True, None)]) == pytest.approx(140.0)
+    # an unmeasured student borrows its teacher's overhead along with its rates
+    assert eta.estimate([("bass", "synthetic", "1/8", True, "maskrcnn")]) == pytest.approx(100 + 100 + 10 + 30)
+    info = {"student": {"train_seconds_last_call": 200.0}, "pseudo_labels": {"detection_seconds": 50.0}}
+    eta.observe("bass", "synthetic", "1/8", _done(info, pred=20.0), 330.0)  # 270 s of stages + 60 s
+    assert eta.estimate([("bass", "synthetic", "1/8", True, "maskrcnn")]) == pytest.approx(330.0)
+    # a cell faster than its stages (clock skew, a reloaded teacher) never makes the overhead negative
+    eta.observe("maskrcnn", "synthetic", "1/2", _done({"train_seconds_last_call": 100.0}), 50.0)
+    assert eta.overhead["maskrcnn"] == [30.0, 0.0]
 
 
 def test_late_profile_fields_enter_the_key_only_when_changed():
