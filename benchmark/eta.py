@@ -103,6 +103,10 @@ class EtaModel:
                     or [r for v in self.overhead.values() for r in v] or [0.0])
         return s + mean(overhead)
 
+    def unmeasured(self, cells: list[tuple[str, str, str, bool, str | None]]) -> list[str]:
+        """The deep methods of ``cells`` priced on borrowed rates (none of their cells finished yet)."""
+        return sorted({m for m, _d, _r, deep, _t in cells if deep and m not in self.train})
+
     def estimate(self, cells: list[tuple[str, str, str, bool, str | None]]) -> float | None:
         """Seconds left for ``(method, dataset, ratio, deep, teacher)`` cells; ``None`` if unknown yet."""
         total = 0.0

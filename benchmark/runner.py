@@ -200,6 +200,12 @@ def _eta_row(cell: CellSpec) -> tuple[str, str, str, bool, str | None]:
     return cell.method, cell.dataset, cell.ratio, bool(cls.deep), cls.teacher
 
 
+def eta_text(seconds: float, unmeasured: Sequence[str]) -> str:
+    """``", ETA 2m10s"``, saying which methods are still priced on borrowed rates."""
+    guess = f" ({', '.join(unmeasured)} not measured yet)" if unmeasured else ""
+    return f", ETA {_fmt_secs(seconds)}{guess}"
+
+
 def _teacher_first(methods: Sequence[str]) -> list[str]:
     teachers = [m for m in methods if any(get_method(o).teacher == m for o in methods)]
     return teachers + [m for m in methods if m not in teachers]
@@ -378,8 +384,9 @@ class Runner:
         done_count = total - len(todo)
         busy: list[tuple[CellSpec, Path]] = []
         for i, (cell, path, _status) in enumerate(todo):
-            left = rates.estimate([_eta_row(c) for c, _p, _s in todo[i:]]) if i else None
-            eta = f", ETA {_fmt_secs(left)}" if left is not None else ""
+            rows = [_eta_row(c) for c, _p, _s in todo[i:]]
+            left = rates.estimate(rows) if i else None
+            eta = eta_text(left, rates.unmeasured(rows)) if left is not None else ""
             self.echo(
                 f"[{done_count}/{total} done, {failed} failed, {len(todo) - i} left{eta}] {cell.label()}"
             )

@@ -105,7 +105,7 @@ class _Eta:
         self.model.observe_dir(cell.method, cell.dataset, cell.ratio, path, time.time() - self.started.pop(cell))
 
     def text(self, pending: dict, running: dict) -> str:
-        from benchmark.runner import _eta_row, _fmt_secs
+        from benchmark.runner import _eta_row, eta_text
 
         waiting = [self.model.estimate([_eta_row(c)]) for c in pending if c not in running.values()]
         if any(w is None for w in waiting):
@@ -116,7 +116,7 @@ class _Eta:
             free[k % self.workers] = max(0.0, est - (time.time() - self.started.get(cell, time.time())))
         for seconds in waiting:  # the executor's own rule: the next cell goes to the first free worker
             free[free.index(min(free))] += seconds
-        return f", ETA {_fmt_secs(max(free))}"
+        return eta_text(max(free), self.model.unmeasured([_eta_row(c) for c in pending]))
 
 
 def run_local(runner: Runner, opts: ExecOptions) -> int:
