@@ -343,6 +343,7 @@ def default_profile_name(datasets: list[str]) -> str:
 
 
 def cmd_run(args) -> int:
+    from benchmark import store
     from benchmark.devices import resolve_device
     from benchmark.profiles import get_profile
     from benchmark.runner import GridConfig, GridError, Runner, dry_run_rows
@@ -398,6 +399,9 @@ def cmd_run(args) -> int:
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except store.DiskFullError as exc:
+        print(f"grid stopped: {exc.strerror}. {store.DISK_FULL_FIX}", file=sys.stderr)
+        return EXIT_FAILED
     distributed.barrier()
     if failed:
         print(f"{failed} cell(s) failed; `python -m benchmark report` shows them.", file=sys.stderr)

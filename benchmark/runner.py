@@ -471,17 +471,19 @@ class Runner:
             return True
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # a failing cell must not stop the grid
+        except Exception as exc:  # a failing cell must not stop the grid (a full disk does: see below)
             log.exception("cell failed: %s", cell.label())
-            store.atomic_write_json(
-                path / store.FAILED,
-                {
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(),
-                    "seconds": time.time() - t0,
-                },
-            )
-            self.echo(f"  FAILED: {type(exc).__name__}: {exc} (details: {path / store.FAILED})")
+            full = store.disk_full(exc, path)
+            error = f"DiskFullError: {full.strerror}" if full else f"{type(exc).__name__}: {exc}"
+            try:
+                store.atomic_write_json(path / store.FAILED, {
+                    "error": error, "traceback": traceback.format_exc(), "seconds": time.time() - t0})
+            except OSError:  # the disk may be too full even for failed.json; the message below still shows
+                if full is None:
+                    raise
+            self.echo(f"  FAILED: {error} (details: {path / store.FAILED})")
+            if full is not None:  # every further cell would fail the same way, after minutes of training
+                raise full from exc
             return False
         finally:
             root.removeHandler(handler)

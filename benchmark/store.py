@@ -26,9 +26,11 @@ CSVs parse with the expected columns, ``.npz`` archives open) and flagged ``lega
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -55,6 +57,46 @@ class StoreError(Exception):
 
 class StoreWarning(UserWarning):
     """Something in the store is not verified (legacy cell) or was skipped (``--skip-damaged``)."""
+
+
+class DiskFullError(OSError):
+    """A cell could not write its files because the disk (or quota) is full. The grid stops: every
+    further cell would fail the same way. The message names the store, the free space and the fix."""
+
+
+#: what to do about a :class:`DiskFullError` (the CLI and the submitit jobs print it after the error)
+DISK_FULL_FIX = ("Finished cells are kept. Free some space (the checkpoints in the cells' work/ folders are "
+                 "the big files), then re-run the same command: the failed cell starts again from its last "
+                 "checkpoint, if it wrote one.")
+
+# torch.save reports a short write as a RuntimeError, without the errno (inline_container.cc)
+_TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed writing", "file write failed")
+
+
+def free_mb(path: Path) -> float:
+    """Free megabytes on the filesystem holding ``path`` (its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free / 1e6
+
+
+def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
+    """A :class:`DiskFullError` when ``exc`` (or what caused it) is a write that ran out of space at
+    ``path``: ``ENOSPC`` / ``EDQUOT``, or torch's short-write error. ``None`` for any other error."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return e
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or (isinstance(e, RuntimeError) and any(t in str(e) for t in _TORCH_WRITE_FAILURES)):
+            where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+            return DiskFullError(errno.ENOSPC, f"no space left on the disk holding {path}{where} "
+                                               f"({free_mb(path):.0f} MB free now)")
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def ratio_slug(ratio: str) -> str:

@@ -8,6 +8,7 @@ without it, so in CI these tests can never be silently skipped.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,19 @@ def _torch_threads():
         return
     torch.set_num_threads(torch_threads())
     yield
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 30 MB filesystem (a tmpfs mounted in ``tmp_path``): a toy cell's first checkpoint does not
+    fit. Skips where this process may not mount (not root)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mnt)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -173,6 +173,9 @@ def _collect(runner, done, running, pending, outcome, crashes, eta: _Eta, n_todo
             eta.finish(cell, path)
             runner.echo(f"[{len(outcome)}/{n_todo}{eta.text(pending, running)}] {outcome[cell]}: "
                         f"{cell.label()} (worker {pid})")
+        except store.DiskFullError:  # no new cell: each would fail the same way (the CLI says why)
+            runner.echo(f"  stopping: the disk is full; waiting for the {len(running)} running cell(s) to end")
+            raise
         except BrokenProcessPool as exc:
             broken = True
             eta.started.pop(cell, None)

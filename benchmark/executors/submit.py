@@ -53,6 +53,9 @@ def run_cell_job(cfg: GridConfig, cell: CellSpec, path: str, damage: list | None
         if damage:
             runner._damage[Path(path)] = damage
         return runner.run_locked(cell, Path(path), wait=True)
+    except store.DiskFullError as exc:  # the cell recorded it (if the disk let it); this job just ends
+        print(f"error: {exc.strerror}. {store.DISK_FULL_FIX}", file=sys.stderr, flush=True)
+        return FAILED
     except Exception as exc:  # noqa: BLE001 - recorded like an inline failure, never a debugger
         traceback.print_exc()
         record_crash(Path(path), exc, "the job failed before the cell started")

@@ -156,6 +156,17 @@ def test_submitit_without_wait_returns_and_status_follows_the_jobs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_full_disk_stops_the_local_executor_handing_out_cells(small_disk, tmp_path):
+    out = small_disk / "store"
+    r = bench(tmp_path, "run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8,1/4,1/2",
+              "--quiet", *tiny_profile_args(), "--out", str(out), "--workers", "1", check=False)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "stopping: the disk is full" in r.stderr and "grid stopped: no space left" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(list(out.glob("synthetic/*/maskrcnn/*/cell.json"))) == 1, "no cell after the full disk"
+
+
 def test_kill_9_of_a_local_worker_its_lock_is_taken_over(tmp_path):
     out = tmp_path / "results"
     args = ["-m", "benchmark", "run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8",

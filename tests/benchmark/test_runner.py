@@ -177,6 +177,35 @@ def test_sigkill_mid_grid_then_resume_equals_uninterrupted(tmp_path):
     assert "maskrcnn" in a and a == b
 
 
+@pytest.mark.slow
+def test_a_full_disk_stops_the_grid_with_the_fix_and_the_rerun_resumes(small_disk, tmp_path):
+    import json
+
+    from benchmark.check import tiny_profile_args
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), NUCLEI_SSL_BENCH_CACHE=str(tmp_path / "cache"))
+    out = small_disk / "store"
+    base = [sys.executable, "-m", "benchmark", "run", "--methods", "watershed,maskrcnn", "--datasets",
+            "synthetic", "--ratios", "1/8,1/4", *tiny_profile_args(), "--quiet", "--out", str(out)]
+    r = subprocess.run(base, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "inline_container" not in r.stderr
+    assert f"grid stopped: no space left on the disk holding {out}" in r.stderr
+    assert "Finished cells are kept" in r.stderr and "re-run the same command" in r.stderr
+    (failed,) = out.glob("synthetic/*/maskrcnn/*/failed.json")
+    assert json.loads(failed.read_text())["error"].startswith("DiskFullError: no space left")
+    assert len(list(out.glob("synthetic/*/maskrcnn/*/cell.json"))) == 1, "the grid went on after a full disk"
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("synthetic/*/*/*/done.json")}
+    assert len(finished) == 1, "the watershed cell before it (no checkpoint) fits and is kept"
+    subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)  # space freed
+    r = subprocess.run(base, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "1 already done" in r.stderr and len(list(out.glob("synthetic/*/*/*/done.json"))) == 4
+    assert not list(out.glob("synthetic/*/*/*/failed.json"))
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was recomputed"
+
+
 def test_cells_are_evaluated_on_val_too_and_recipe_enters_key_only_when_not_paper(tmp_path):
     import json
 

@@ -170,3 +170,41 @@ def test_legacy_cell_with_a_corrupt_npz_is_damaged(store_copy):
     assert legacy and len(problems) == 1 and "examples.npz" in problems[0]
     with pytest.raises(store.StoreError, match="examples.npz"):
         list(store.iter_cells(store_copy))
+
+
+# ------------------------------------------------------------------------------------------- disk full
+def _error_of(write) -> BaseException:
+    try:
+        write()
+    except Exception as exc:  # noqa: BLE001 - the error itself is what is tested
+        return exc
+    raise AssertionError("the write to /dev/full did not fail")
+
+
+needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+
+
+@needs_dev_full
+def test_a_write_to_a_full_device_is_a_disk_full_error_naming_the_store(tmp_path):
+    import torch
+
+    def to_file():
+        with open("/dev/full", "w") as fh:
+            fh.write("x" * 10_000)
+
+    def torch_to_handle():
+        with open("/dev/full", "wb") as fh:
+            torch.save({"w": torch.zeros(100_000)}, fh)
+
+    # torch.save given a path reports the short write as a RuntimeError with no errno
+    for write in (to_file, torch_to_handle, lambda: torch.save({"w": torch.zeros(100_000)}, "/dev/full")):
+        full = store.disk_full(_error_of(write), tmp_path / "cell")
+        assert isinstance(full, store.DiskFullError), write
+        assert str(tmp_path / "cell") in full.strerror and "MB free now" in full.strerror
+        assert full.errno == 28
+
+
+def test_other_errors_are_not_disk_full(tmp_path):
+    assert store.disk_full(_error_of(lambda: open(tmp_path / "missing")), tmp_path) is None
+    assert store.disk_full(ValueError("loss is nan"), tmp_path) is None
+    assert store.disk_full(RuntimeError("CUDA out of memory"), tmp_path) is None
