@@ -402,6 +402,10 @@ def cmd_run(args) -> int:
     except store.DiskFullError as exc:
         print(f"grid stopped: {exc.strerror}. {store.DISK_FULL_FIX}", file=sys.stderr)
         return EXIT_FAILED
+    except distributed.RankFailedError as exc:
+        print(f"grid stopped: {exc}. Under torchrun a failing rank ends the run (torchrun stops the other "
+              f"ranks). Finished cells are kept; fix the cause and re-run the same command.", file=sys.stderr)
+        return EXIT_FAILED
     distributed.barrier()
     if failed:
         print(f"{failed} cell(s) failed; `python -m benchmark report` shows them.", file=sys.stderr)

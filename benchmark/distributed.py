@@ -32,6 +32,11 @@ LR_SCALINGS = ("linear", "none")
 _STATE: dict[str, Any] = {"lr_scaling": "linear", "notes": {}}
 
 
+class RankFailedError(RuntimeError):
+    """A cell failed on one rank. Under DDP the rank ends (the others may be inside a collective, where
+    they would wait for the backend's timeout) and torchrun stops the rest; re-running resumes."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DDPContext:
     """The process group as this rank sees it."""

@@ -448,7 +448,8 @@ class Runner:
 
     def run_cell(self, cell: CellSpec, path: Path) -> bool:
         """Train, predict and evaluate one cell (its lock held). Returns ``True`` on success; failures
-        are recorded."""
+        are recorded in ``failed.json`` and return ``False``, except a full disk, which raises
+        :class:`~benchmark.store.DiskFullError` (after recording it, if there is room) to stop the grid."""
         if (self.cfg.force or path in self._damage) and path.exists():
             from benchmark.locks import GUARD, LOCK
 
@@ -475,19 +476,35 @@ class Runner:
             log.exception("cell failed: %s", cell.label())
             full = store.disk_full(exc, path)
             error = f"DiskFullError: {full.strerror}" if full else f"{type(exc).__name__}: {exc}"
+            details = f" (details: {path / store.FAILED})"
             try:
                 store.atomic_write_json(path / store.FAILED, {
                     "error": error, "traceback": traceback.format_exc(), "seconds": time.time() - t0})
-            except OSError:  # the disk may be too full even for failed.json; the message below still shows
+            except OSError as write_exc:  # the disk may be too full even for failed.json
+                full = full or store.disk_full(write_exc, path)
                 if full is None:
                     raise
-            self.echo(f"  FAILED: {error} (details: {path / store.FAILED})")
-            if full is not None:  # every further cell would fail the same way, after minutes of training
-                raise full from exc
-            return False
+                details = " (no room for failed.json either)"
+            self.echo(f"  FAILED: {error}{details}")
+            if full is None:
+                return self._failed_under_ddp(cell, error + details, exc)
+            if full is exc:  # a teacher trained inside this cell hit it: pass it on as it is
+                raise
+            raise full from exc  # every further cell would fail the same way, after minutes of training
         finally:
             root.removeHandler(handler)
             handler.close()
+
+    @staticmethod
+    def _failed_under_ddp(cell: CellSpec, error: str, exc: BaseException) -> bool:
+        """``False`` (the grid goes on), except under DDP: there the other ranks may be inside a collective
+        (a gradient all-reduce) and would hang in it, so this rank ends the run instead."""
+        from benchmark import distributed
+
+        ctx = distributed.context()
+        if ctx is None:
+            return False
+        raise distributed.RankFailedError(f"{cell.label()} failed on rank {ctx.rank}: {error}") from exc
 
     def _teacher_dir(self, teacher: str, cell: CellSpec) -> Path:
         """The teacher's cell directory, after training it if it is not done (or damaged)."""

@@ -61,12 +61,14 @@ class StoreWarning(UserWarning):
 
 class DiskFullError(OSError):
     """A cell could not write its files because the disk (or quota) is full. The grid stops: every
-    further cell would fail the same way. The message names the store, the free space and the fix."""
+    further cell would fail the same way. ``strerror`` names the filesystem's path and its free space;
+    :data:`DISK_FULL_FIX` says what to do."""
 
 
 #: what to do about a :class:`DiskFullError` (the CLI and the submitit jobs print it after the error)
-DISK_FULL_FIX = ("Finished cells are kept. Free some space (the checkpoints in the cells' work/ folders are "
-                 "the big files), then re-run the same command: the failed cell starts again from its last "
+DISK_FULL_FIX = ("Finished cells are kept. Free some space (in the store, the big files are the work/ folders "
+                 "of finished cells; keep those of teachers such as maskrcnn, whose work/model.pt their "
+                 "students load), then re-run the same command: the failed cell starts again from its last "
                  "checkpoint, if it wrote one.")
 
 # torch.save reports a short write as a RuntimeError, without the errno (inline_container.cc)
@@ -82,8 +84,9 @@ def free_mb(path: Path) -> float:
 
 
 def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
-    """A :class:`DiskFullError` when ``exc`` (or what caused it) is a write that ran out of space at
-    ``path``: ``ENOSPC`` / ``EDQUOT``, or torch's short-write error. ``None`` for any other error."""
+    """A :class:`DiskFullError` when ``exc`` (or what caused it) is a write that ran out of space:
+    ``ENOSPC`` / ``EDQUOT``, or torch's short-write error. It names the file's path when the error has
+    one, else ``path`` (the cell being written). ``None`` for any other error."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -92,9 +95,10 @@ def disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
             return e
         full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
         if full or (isinstance(e, RuntimeError) and any(t in str(e) for t in _TORCH_WRITE_FAILURES)):
-            where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
-            return DiskFullError(errno.ENOSPC, f"no space left on the disk holding {path}{where} "
-                                               f"({free_mb(path):.0f} MB free now)")
+            # the file that failed may be elsewhere (TMPDIR, the patch cache): name its disk, not the store's
+            where = Path(e.filename) if isinstance(e, OSError) and e.filename else Path(path)
+            return DiskFullError(errno.ENOSPC, f"no space left on the disk holding {where} "
+                                               f"({free_mb(where):.0f} MB free now)")
         e = e.__cause__ or e.__context__
     return None
 

@@ -1,6 +1,7 @@
 """Measure how much temporary disk the test suite takes, and what it leaves behind.
 
-Runs ``python -m pytest -q`` (the README's test command, in this interpreter) with ``TMPDIR`` and
+Runs ``python -m pytest -q -p no:cacheprovider`` (the README's test command in this interpreter, without
+pytest's cache folder) with ``TMPDIR`` and
 ``NUCLEI_SSL_BENCH_CACHE`` pointed into one empty folder, as ``.ci/run`` does, and samples that folder's
 size every ``--every`` seconds. Writes the peak, the size left when pytest exits (the patch cache is
 expected; test folders are not) and pytest's summary line to ``--out``::
@@ -40,6 +41,7 @@ def tree_bytes(root: Path) -> int:
 
 
 def sample(root: Path, every: float, stop: threading.Event, out: list[tuple[float, int]]) -> None:
+    """Append ``(seconds since start, bytes under root)`` to ``out`` every ``every`` s until ``stop``."""
     t0 = time.perf_counter()
     while not stop.is_set():
         out.append((time.perf_counter() - t0, tree_bytes(root)))
@@ -52,6 +54,7 @@ def leftovers(root: Path) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the suite, write the report to ``--out``; returns pytest's exit code."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "ci_disk.md")
     ap.add_argument("--every", type=float, default=2.0, help="seconds between samples (default 2)")
@@ -72,13 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     watcher.join()
     left = leftovers(root)
     shutil.rmtree(root, ignore_errors=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     summary = next((ln for ln in reversed(proc.stdout.splitlines()) if " in " in ln and "passed" in ln), "?")
     peak_t, peak = max(samples, key=lambda s: s[1])
     mb = 1e6
     text = "\n".join([
         "# Temporary disk used by the test suite",
         "",
-        f"`python scripts/bench_test_disk.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"`python scripts/bench_test_disk.py` at commit {commit}, {when}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}. Everything the tests write outside the "
         "checkout went to one `TMPDIR`, as in `.ci/run`; its size was sampled every "
         f"{args.every:g} s ({len(samples)} samples).",

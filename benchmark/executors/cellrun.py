@@ -40,7 +40,21 @@ def run_locked(runner: Runner, cell: CellSpec, path: Path, *, wait: bool) -> str
     Returns:
         ``"done"`` (trained now, or found done under the lock), ``"failed"`` (``failed.json``
         written) or ``"busy"`` (only with ``wait=False``).
+
+    Raises:
+        benchmark.store.DiskFullError: a write ran out of space (the lock, the cell's files, a
+            checkpoint); the caller stops the grid.
     """
+    try:
+        return _run_locked(runner, cell, path, wait=wait)
+    except OSError as exc:  # the lock file, ran_by.json, run.log: outside run_cell's own handler
+        full = store.disk_full(exc, path)
+        if full is None or full is exc:
+            raise
+        raise full from exc
+
+
+def _run_locked(runner: Runner, cell: CellSpec, path: Path, *, wait: bool) -> str:
     cfg = runner.cfg
     kwargs = dict(executor=getattr(runner, "executor_name", "inline"), log=path / "run.log",
                   stale_after=cfg.lock_timeout)
@@ -100,11 +114,29 @@ def record_crash(path: Path, exc: BaseException, what: str) -> None:
     })
 
 
+def _train_ddp(runner: Runner, cell: CellSpec, path: Path, ctx, lock) -> str:
+    """Every rank trains the cell; rank 0 writes it and its ``ddp.json`` / ``ran_by.json``."""
+    import shutil
+
+    _forced(runner, path, mark=True)
+    target = path if ctx.rank == 0 else path / f".ddp-rank{ctx.rank}"
+    distributed.take_notes()
+    ok = runner.run_cell(cell, target)
+    oks = distributed.all_gather(ok)
+    notes = distributed.all_gather(distributed.take_notes())
+    if ctx.rank == 0:
+        store.atomic_write_json(path / "ddp.json", {**(distributed.describe() or {}), "ranks": notes, "ok": oks})
+        store.atomic_write_json(path / "ran_by.json", {
+            **{k: v for k, v in lock.info.items() if k != "token"}, "ddp_ranks": ctx.world,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outcome": DONE if oks[0] else FAILED})
+    else:
+        shutil.rmtree(target, ignore_errors=True)
+    return DONE if oks[0] else FAILED
+
+
 def _run_locked_ddp(runner: Runner, cell: CellSpec, path: Path, ctx, kwargs: dict) -> str:
     """Under DDP: rank 0 claims (waiting) and decides; every rank trains; rank 0 alone writes the cell,
     rank ``r > 0`` works in ``<cell>/.ddp-rank<r>/`` (removed afterwards)."""
-    import shutil
-
     lock = None
     if ctx.rank == 0:
         lock = locks.claim(path, until=lambda: _is_done(runner, path), **kwargs)
@@ -113,24 +145,14 @@ def _run_locked_ddp(runner: Runner, cell: CellSpec, path: Path, ctx, kwargs: dic
     needed = lock is not None and (not _is_done(runner, path) or
                                    (runner.cfg.force and not _forced(runner, path)))
     try:
-        if not distributed.broadcast(needed):
-            return DONE
-        _forced(runner, path, mark=True)
-        target = path if ctx.rank == 0 else path / f".ddp-rank{ctx.rank}"
-        distributed.take_notes()
-        ok = runner.run_cell(cell, target)
-        oks = distributed.all_gather(ok)
-        notes = distributed.all_gather(distributed.take_notes())
-        if ctx.rank == 0:
-            store.atomic_write_json(path / "ddp.json", {**(distributed.describe() or {}), "ranks": notes,
-                                                        "ok": oks})
-            store.atomic_write_json(path / "ran_by.json", {
-                **{k: v for k, v in lock.info.items() if k != "token"}, "ddp_ranks": ctx.world,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "outcome": DONE if oks[0] else FAILED})
-        else:
-            shutil.rmtree(target, ignore_errors=True)
-        return DONE if oks[0] else FAILED
-    finally:
-        distributed.barrier()
+        outcome = _train_ddp(runner, cell, path, ctx, lock) if distributed.broadcast(needed) else DONE
+    except BaseException:
+        # no collective now: the other ranks may be inside one (a gradient all-reduce), so a barrier here
+        # would hang them all. This rank exits, and torchrun stops the others (a full disk, say).
         if lock is not None:
             lock.release()
+        raise
+    distributed.barrier()
+    if lock is not None:
+        lock.release()
+    return outcome

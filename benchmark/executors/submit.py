@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark import store
+from benchmark.distributed import RankFailedError
 from benchmark.executors.cellrun import FAILED, record_crash
 from benchmark.executors.local import teacher_of
 
@@ -56,6 +57,8 @@ def run_cell_job(cfg: GridConfig, cell: CellSpec, path: str, damage: list | None
     except store.DiskFullError as exc:  # the cell recorded it (if the disk let it); this job just ends
         print(f"error: {exc.strerror}. {store.DISK_FULL_FIX}", file=sys.stderr, flush=True)
         return FAILED
+    except RankFailedError:  # a task of a multi-task (DDP) job: fail the job, so its other tasks end too
+        raise
     except Exception as exc:  # noqa: BLE001 - recorded like an inline failure, never a debugger
         traceback.print_exc()
         record_crash(Path(path), exc, "the job failed before the cell started")

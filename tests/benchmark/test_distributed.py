@@ -82,6 +82,64 @@ def test_bad_ddp_options_exit_2(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
+def test_torchrun_a_full_disk_ends_every_rank_instead_of_hanging(small_disk, tmp_path):
+    """The rank whose write fails enters no collective (the other may be in a gradient all-reduce): it
+    exits with the message, and torchrun stops the other rank. Before, both waited 30 min for gloo."""
+    out = small_disk / "store"
+    t0 = time.time()
+    r = subprocess.run(torchrun("maskrcnn", out, *tiny_profile_args()), env=_env(tmp_path), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and time.time() - t0 < 240
+    assert "grid stopped: no space left on the disk holding" in r.stderr, r.stderr[-3000:]
+    assert not list(out.glob("synthetic/1-8/maskrcnn/*/done.json"))
+    assert not list(out.glob("synthetic/1-8/maskrcnn/*/lock.json")), "the lock is released"
+
+
+RANK1_FAILS = """
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from benchmark.api import Method
+
+
+class RankOneFails(Method):
+    name = "test-rank1-fails"
+    description = "all-reduces like a DDP training loop; rank 1 raises at step 5 (torchrun test plugin)"
+
+    def fit(self, data, **kw):
+        for step in range(600):
+            if dist.get_rank() == 1 and step == 5:
+                raise RuntimeError("deliberate failure on rank 1")
+            dist.all_reduce(torch.ones(4))
+            time.sleep(0.01)
+
+    def predict(self, images):
+        return [np.zeros(i.shape[:2], np.int32) for i in images]
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp_path):
+    """Rank 0 is inside an all-reduce when rank 1 fails: rank 1 must exit (torchrun then stops rank 0)
+    rather than wait in a gather that rank 0 never reaches."""
+    plugins = tmp_path / "plugins"
+    info = plugins / "rank1_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (plugins / "rank1_plugin.py").write_text(RANK1_FAILS)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rank1-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[nuclei_ssl_bench.methods]\ntest-rank1-fails = rank1_plugin:RankOneFails\n")
+    env = dict(_env(tmp_path), PYTHONPATH=os.pathsep.join([str(REPO), str(plugins)]))
+    t0 = time.time()
+    r = subprocess.run(torchrun("test-rank1-fails", tmp_path / "out"), env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and time.time() - t0 < 240, r.stderr[-3000:]
+    assert "grid stopped: test-rank1-fails | synthetic | 1/8 | seed 0 failed on rank 1" in r.stderr, r.stderr[-3000:]
+    assert "deliberate failure on rank 1" in r.stderr
+
+
+@pytest.mark.slow
 def test_torchrun_two_ranks_train_a_toy_maskrcnn_cell(tmp_path):
     out = tmp_path / "ddp"
     run(tmp_path, torchrun("maskrcnn", out, *tiny_profile_args()))

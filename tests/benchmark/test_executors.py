@@ -156,7 +156,6 @@ def test_submitit_without_wait_returns_and_status_follows_the_jobs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_a_full_disk_stops_the_local_executor_handing_out_cells(small_disk, tmp_path):
     out = small_disk / "store"
     r = bench(tmp_path, "run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8,1/4,1/2",
@@ -167,6 +166,7 @@ def test_a_full_disk_stops_the_local_executor_handing_out_cells(small_disk, tmp_
     assert len(list(out.glob("synthetic/*/maskrcnn/*/cell.json"))) == 1, "no cell after the full disk"
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_local_worker_its_lock_is_taken_over(tmp_path):
     out = tmp_path / "results"
     args = ["-m", "benchmark", "run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8",

@@ -206,6 +206,19 @@ def test_a_full_disk_stops_the_grid_with_the_fix_and_the_rerun_resumes(small_dis
         assert p.stat().st_mtime_ns == mtime, f"{p} was recomputed"
 
 
+def test_a_store_on_a_disk_already_full_stops_at_the_first_write(small_disk, tmp_path, capsys):
+    """The first write (the cell's lock file) is outside the cell's own error handling: still the message."""
+    with open(small_disk / "filler", "wb", buffering=0) as fh, pytest.raises(OSError):
+        while True:
+            fh.write(b"\0" * 2**20)
+    out = small_disk / "store"
+    code = main(["run", "--methods", "watershed", "--datasets", "synthetic", "--ratios", "1/8", "--quiet",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"grid stopped: no space left on the disk holding {out}" in err, err
+    assert "0 MB free now" in err and "Traceback" not in err
+
+
 def test_cells_are_evaluated_on_val_too_and_recipe_enters_key_only_when_not_paper(tmp_path):
     import json
 
