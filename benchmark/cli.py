@@ -505,7 +505,12 @@ def cmd_report(args) -> int:
 
 
 def _check_report_store(results: Path, out: Path | None) -> None:
-    """``run --out STORE`` carried over to ``report`` names the report folder there, not the store."""
+    """``run --out STORE`` carried over to ``report`` names the report folder there, not the store.
+
+    Raises:
+        ValueError: ``results`` does not exist and ``out`` holds result cells (the message gives the
+            ``--results`` command). When ``results`` exists, ``--out`` is taken as asked.
+    """
     from benchmark import store
 
     if results.exists() or out is None or not out.is_dir() or not store.cell_dirs(out):
