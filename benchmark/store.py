@@ -71,6 +71,27 @@ DISK_FULL_FIX = ("Finished cells are kept. Free some space (in the store, the bi
                  "students load), then re-run the same command: the failed cell starts again from its last "
                  "checkpoint, if it wrote one.")
 
+#: left in the store by the submitit job that met a full disk, so that the grid's other jobs skip their
+#: cells instead of each training until its first write fails; removed when the grid is next submitted
+DISK_FULL_MARK = ".disk-full.json"
+
+
+def mark_disk_full(out: Path, full: DiskFullError) -> None:
+    """Leave :data:`DISK_FULL_MARK` in the store ``out`` (best effort: the disk is full)."""
+    try:
+        atomic_write_json(Path(out) / DISK_FULL_MARK, {"error": full.strerror, "pid": os.getpid()})
+    except OSError:
+        pass
+
+
+def disk_full_mark(out: Path) -> str | None:
+    """The error recorded by :func:`mark_disk_full` in ``out``, or ``None``."""
+    try:
+        return str(json.loads((Path(out) / DISK_FULL_MARK).read_text())["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 # torch.save reports a short write as a RuntimeError, without the errno (inline_container.cc)
 _TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed writing", "file write failed")
 

@@ -50,11 +50,17 @@ def run_cell_job(cfg: GridConfig, cell: CellSpec, path: str, damage: list | None
             import dataclasses
 
             runner.cfg = dataclasses.replace(cfg, device=distributed.init_from_env(cfg.device))
+        earlier = store.disk_full_mark(runner.out)
+        if earlier:  # claiming would write into a full disk, and training would end at its first write
+            print(f"error: skipped: an earlier job of this grid found the disk full: {earlier}. "
+                  f"{store.DISK_FULL_FIX}", file=sys.stderr, flush=True)
+            return FAILED
         runner.manifest(cell.dataset)
         if damage:
             runner._damage[Path(path)] = damage
         return runner.run_locked(cell, Path(path), wait=True)
-    except store.DiskFullError as exc:  # the cell recorded it (if the disk let it); this job just ends
+    except store.DiskFullError as exc:  # the cell recorded it (if the disk let it); the others skip theirs
+        store.mark_disk_full(runner.out, exc)
         print(f"error: {exc.strerror}. {store.DISK_FULL_FIX}", file=sys.stderr, flush=True)
         return FAILED
     except RankFailedError:  # a task of a multi-task (DDP) job: fail the job, so its other tasks end too
@@ -113,6 +119,7 @@ def submit_grid(runner: Runner, opts: ExecOptions) -> int:
     """Submit the cells still to do. Returns the number of failed cells (0 unless waiting)."""
     rows = runner.plan()
     runner.check_out(create=True)
+    (Path(runner.out) / store.DISK_FULL_MARK).unlink(missing_ok=True)  # a new submission: space was freed
     todo = [(c, p) for c, p, st in rows if runner.cfg.force or st != "done"]
     runner.echo(f"grid: {len(rows)} cell(s), {len(rows) - len(todo)} already done, {len(todo)} to submit "
                 f"(submitit, cluster {opts.cluster}) → {runner.out}")

@@ -167,6 +167,23 @@ def test_a_full_disk_stops_the_local_executor_handing_out_cells(small_disk, tmp_
 
 
 @pytest.mark.slow
+def test_after_a_full_disk_the_other_submitit_jobs_skip_and_a_resubmission_runs_them(small_disk, tmp_path):
+    out = small_disk / "store"
+    args = ["run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8,1/4,1/2", "--quiet",
+            *tiny_profile_args(), "--out", str(out), "--executor", "submitit", "--submitit-cluster", "debug"]
+    r = bench(tmp_path, *args, check=False)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert r.stderr.count("error: no space left on the disk holding") == 1
+    assert r.stderr.count("skipped: an earlier job of this grid found the disk full") == 2, r.stderr[-3000:]
+    assert len(list(out.glob("synthetic/*/maskrcnn/*/cell.json"))) == 1, "the skipped jobs claimed no cell"
+    assert (out / ".disk-full.json").is_file()
+    subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)  # space freed
+    r = bench(tmp_path, *args)
+    assert "skipped" not in r.stderr and len(list(out.glob("synthetic/*/maskrcnn/*/done.json"))) == 3
+    assert not (out / ".disk-full.json").exists()
+
+
+@pytest.mark.slow
 def test_kill_9_of_a_local_worker_its_lock_is_taken_over(tmp_path):
     out = tmp_path / "results"
     args = ["-m", "benchmark", "run", "--methods", "maskrcnn", "--datasets", "synthetic", "--ratios", "1/8",
