@@ -19,6 +19,10 @@
 - **Inference**: test prediction and pseudo-labelling are sharded (:func:`shard_map`: rank ``r`` takes
   items ``r, r + N, ...``) and gathered on every rank, so every rank holds the same pseudo-labels.
   Methods :func:`note` digests of what they train on; ``<cell>/ddp.json`` lists them per rank.
+- **Failures**: a rank whose cell failed asks the others, on a side gloo group with a short timeout
+  (:func:`all_failed`), whether they failed it too. If all did (a diverged loss is detected on every
+  rank at once), the cell is recorded as failed and the grid goes on; if not, the others are inside a
+  collective, so this rank ends the run (:class:`RankFailedError`) and torchrun stops them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 LR_SCALINGS = ("linear", "none")
+#: seconds a failing rank waits for the others to report the same failure (:func:`all_failed`)
+AGREE_SECONDS_ENV = "NUCLEI_SSL_BENCH_DDP_AGREE_SECONDS"
 _STATE: dict[str, Any] = {"lr_scaling": "linear", "notes": {}}
 
 
@@ -80,7 +86,33 @@ def init_from_env(device: str, lr_scaling: str = "linear") -> str:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    _make_side_group(dist)
     return device
+
+
+def _make_side_group(dist) -> None:
+    """A CPU group with a short timeout, created by every rank at once, for :func:`all_failed`."""
+    from datetime import timedelta
+
+    seconds = float(os.environ.get(AGREE_SECONDS_ENV) or 60)
+    _STATE["side"] = dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds))
+
+
+def all_failed() -> bool:
+    """Called by a rank whose cell failed: ``True`` if every rank failed it too (all of them got here
+    within the side group's timeout, default 60 s), ``False`` if some rank is still working (it is then
+    inside a collective, waiting for this one) or there is no side group."""
+    group = _STATE.get("side")
+    if context() is None or group is None:
+        return False
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    try:
+        dist.all_gather_object(out, True, group=group)
+    except RuntimeError:  # the timeout: some rank never came
+        return False
+    return all(out)
 
 
 def context() -> DDPContext | None:

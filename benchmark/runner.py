@@ -497,12 +497,14 @@ class Runner:
 
     @staticmethod
     def _failed_under_ddp(cell: CellSpec, error: str, exc: BaseException) -> bool:
-        """``False`` (the grid goes on), except under DDP: there the other ranks may be inside a collective
-        (a gradient all-reduce) and would hang in it, so this rank ends the run instead."""
+        """``False`` (the grid goes on), except under DDP when only some ranks failed: the others are then
+        inside a collective (a gradient all-reduce) and would hang in it, so this rank ends the run."""
         from benchmark import distributed
 
         ctx = distributed.context()
-        if ctx is None:
+        if isinstance(exc, distributed.RankFailedError):  # from a teacher trained inside this cell
+            raise exc
+        if ctx is None or distributed.all_failed():
             return False
         raise distributed.RankFailedError(f"{cell.label()} failed on rank {ctx.rank}: {error}") from exc
 

@@ -152,7 +152,9 @@ def _run_locked_ddp(runner: Runner, cell: CellSpec, path: Path, ctx, kwargs: dic
         if lock is not None:
             lock.release()
         raise
-    distributed.barrier()
-    if lock is not None:
-        lock.release()
+    try:
+        distributed.barrier()
+    finally:
+        if lock is not None:
+            lock.release()
     return outcome

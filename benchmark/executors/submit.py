@@ -63,7 +63,7 @@ def run_cell_job(cfg: GridConfig, cell: CellSpec, path: str, damage: list | None
         store.mark_disk_full(runner.out, exc)
         print(f"error: {exc.strerror}. {store.DISK_FULL_FIX}", file=sys.stderr, flush=True)
         return FAILED
-    except RankFailedError:  # a task of a multi-task (DDP) job: fail the job, so its other tasks end too
+    except RankFailedError:  # a task of a multi-task (DDP) job: the job fails, and submitit reports it
         raise
     except Exception as exc:  # noqa: BLE001 - recorded like an inline failure, never a debugger
         traceback.print_exc()

@@ -68,6 +68,7 @@ def test_single_process_helpers_are_identities():
     assert distributed.context() is None and distributed.lr_factor() == 1.0 and distributed.describe() is None
     assert distributed.shard_map(lambda xs: [x * 2 for x in xs], [1, 2, 3]) == [2, 4, 6]
     assert distributed.all_gather("a") == ["a"] and distributed.broadcast(5) == 5
+    assert distributed.all_failed() is False
 
 
 def test_bad_ddp_options_exit_2(tmp_path, capsys, monkeypatch):
@@ -84,7 +85,7 @@ def test_bad_ddp_options_exit_2(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_torchrun_a_full_disk_ends_every_rank_instead_of_hanging(small_disk, tmp_path):
     """The rank whose write fails enters no collective (the other may be in a gradient all-reduce): it
-    exits with the message, and torchrun stops the other rank. Before, both waited 30 min for gloo."""
+    exits with the message, and torchrun stops the other rank."""
     out = small_disk / "store"
     t0 = time.time()
     r = subprocess.run(torchrun("maskrcnn", out, *tiny_profile_args()), env=_env(tmp_path), cwd=tmp_path,
@@ -117,26 +118,60 @@ class RankOneFails(Method):
 
     def predict(self, images):
         return [np.zeros(i.shape[:2], np.int32) for i in images]
+
+
+class EveryRankFails(RankOneFails):
+    name = "test-every-rank-fails"
+    description = "every rank raises at step 5, as a diverged loss does (torchrun test plugin)"
+
+    def fit(self, data, **kw):
+        for _step in range(5):
+            dist.all_reduce(torch.ones(4))
+        raise RuntimeError("deliberate failure on every rank")
 """
+
+
+def _plugin_env(tmp_path: Path) -> dict:
+    plugins = tmp_path / "plugins"
+    info = plugins / "ddp_plugins-0.1.dist-info"
+    info.mkdir(parents=True)
+    (plugins / "ddp_plugins.py").write_text(RANK1_FAILS)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ddp-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[nuclei_ssl_bench.methods]\n"
+                                           "test-rank1-fails = ddp_plugins:RankOneFails\n"
+                                           "test-every-rank-fails = ddp_plugins:EveryRankFails\n")
+    # a failing rank waits this long for the others to report the same failure (default 60 s)
+    return dict(_env(tmp_path), PYTHONPATH=os.pathsep.join([str(REPO), str(plugins)]),
+                NUCLEI_SSL_BENCH_DDP_AGREE_SECONDS="5")
 
 
 @pytest.mark.slow
 def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp_path):
     """Rank 0 is inside an all-reduce when rank 1 fails: rank 1 must exit (torchrun then stops rank 0)
     rather than wait in a gather that rank 0 never reaches."""
-    plugins = tmp_path / "plugins"
-    info = plugins / "rank1_plugin-0.1.dist-info"
-    info.mkdir(parents=True)
-    (plugins / "rank1_plugin.py").write_text(RANK1_FAILS)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rank1-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[nuclei_ssl_bench.methods]\ntest-rank1-fails = rank1_plugin:RankOneFails\n")
-    env = dict(_env(tmp_path), PYTHONPATH=os.pathsep.join([str(REPO), str(plugins)]))
+    env = _plugin_env(tmp_path)
     t0 = time.time()
     r = subprocess.run(torchrun("test-rank1-fails", tmp_path / "out"), env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and time.time() - t0 < 240, r.stderr[-3000:]
     assert "grid stopped: test-rank1-fails | synthetic | 1/8 | seed 0 failed on rank 1" in r.stderr, r.stderr[-3000:]
     assert "deliberate failure on rank 1" in r.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_a_cell_failing_on_every_rank_is_recorded_and_the_grid_goes_on(tmp_path):
+    """Every rank fails the cell (as a diverged loss does: it is detected on all ranks at once): they agree
+    on it, rank 0 records it, and the next cell runs, as in a single-process grid."""
+    out = tmp_path / "out"
+    r = subprocess.run(torchrun("test-every-rank-fails,watershed", out), env=_plugin_env(tmp_path), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0, r.stderr[-3000:]
+    assert "grid stopped" not in r.stderr and "grid finished: 1/2 done, 1 failed" in r.stderr, r.stderr[-3000:]
+    (failed,) = out.glob("synthetic/1-8/test-every-rank-fails/*/failed.json")
+    assert "deliberate failure on every rank" in json.loads(failed.read_text())["error"]
+    assert json.loads((failed.parent / "ddp.json").read_text())["ok"] == [False, False]
+    assert not list(failed.parent.glob(".ddp-rank*")) and not (failed.parent / "lock.json").exists()
+    assert len(list(out.glob("synthetic/1-8/watershed/*/done.json"))) == 1
 
 
 @pytest.mark.slow
