@@ -65,3 +65,21 @@ def small_disk(tmp_path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def write_plugin(root: Path, module: str, source: str, methods: dict[str, str]) -> Path:
+    """A real installed-style plugin in ``root``: ``<module>.py`` holding ``source`` and a ``.dist-info``
+    whose entry points register ``methods`` (name -> class in the module). Put ``root`` on PYTHONPATH."""
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (root / f"{module}.py").write_text(source)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {module}:{cls}\n" for name, cls in methods.items())
+    (info / "entry_points.txt").write_text(f"[nuclei_ssl_bench.methods]\n{lines}")
+    return root
+
+
+@pytest.fixture
+def plugin_writer():
+    """:func:`write_plugin`, for test modules (a conftest is not imported by name)."""
+    return write_plugin

@@ -131,25 +131,19 @@ class EveryRankFails(RankOneFails):
 """
 
 
-def _plugin_env(tmp_path: Path) -> dict:
-    plugins = tmp_path / "plugins"
-    info = plugins / "ddp_plugins-0.1.dist-info"
-    info.mkdir(parents=True)
-    (plugins / "ddp_plugins.py").write_text(RANK1_FAILS)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ddp-plugins\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[nuclei_ssl_bench.methods]\n"
-                                           "test-rank1-fails = ddp_plugins:RankOneFails\n"
-                                           "test-every-rank-fails = ddp_plugins:EveryRankFails\n")
+def _plugin_env(tmp_path: Path, write_plugin) -> dict:
+    plugins = write_plugin(tmp_path / "plugins", "ddp_plugins", RANK1_FAILS, {
+        "test-rank1-fails": "RankOneFails", "test-every-rank-fails": "EveryRankFails"})
     # a failing rank waits this long for the others to report the same failure (default 60 s)
     return dict(_env(tmp_path), PYTHONPATH=os.pathsep.join([str(REPO), str(plugins)]),
                 NUCLEI_SSL_BENCH_DDP_AGREE_SECONDS="5")
 
 
 @pytest.mark.slow
-def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp_path):
+def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp_path, plugin_writer):
     """Rank 0 is inside an all-reduce when rank 1 fails: rank 1 must exit (torchrun then stops rank 0)
     rather than wait in a gather that rank 0 never reaches."""
-    env = _plugin_env(tmp_path)
+    env = _plugin_env(tmp_path, plugin_writer)
     t0 = time.time()
     r = subprocess.run(torchrun("test-rank1-fails", tmp_path / "out"), env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
@@ -159,11 +153,12 @@ def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp
 
 
 @pytest.mark.slow
-def test_torchrun_a_cell_failing_on_every_rank_is_recorded_and_the_grid_goes_on(tmp_path):
+def test_torchrun_a_cell_failing_on_every_rank_is_recorded_and_the_grid_goes_on(tmp_path, plugin_writer):
     """Every rank fails the cell (as a diverged loss does: it is detected on all ranks at once): they agree
     on it, rank 0 records it, and the next cell runs, as in a single-process grid."""
     out = tmp_path / "out"
-    r = subprocess.run(torchrun("test-every-rank-fails,watershed", out), env=_plugin_env(tmp_path), cwd=tmp_path,
+    env = _plugin_env(tmp_path, plugin_writer)
+    r = subprocess.run(torchrun("test-every-rank-fails,watershed", out), env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0, r.stderr[-3000:]
     assert "grid stopped" not in r.stderr and "grid finished: 1/2 done, 1 failed" in r.stderr, r.stderr[-3000:]

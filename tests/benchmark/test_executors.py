@@ -25,7 +25,7 @@ MIXED = ["--methods", "watershed,maskrcnn", "--datasets", "synthetic", "--ratios
 
 def _env(tmp_path: Path) -> dict:
     # one thread everywhere: CPU float reductions then do not depend on how many workers share the cores
-    plugins = tmp_path / "plugins"  # see failing_plugin
+    plugins = tmp_path / "plugins"  # see test_a_failing_cell_is_recorded_as_inline_and_exits_1
     path = os.pathsep.join([str(REPO)] + ([str(plugins)] if plugins.is_dir() else []))
     return dict(os.environ, PYTHONPATH=path, NUCLEI_SSL_BENCH_CACHE=str(tmp_path / "cache"),
                 OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TMPDIR=str(tmp_path))
@@ -244,23 +244,14 @@ class AlwaysFails(Method):
 """
 
 
-def failing_plugin(tmp_path: Path) -> Path:
-    """A real installed-style plugin (a ``.dist-info`` with an entry point) whose ``fit`` raises."""
-    root = tmp_path / "plugins"
-    info = root / "failing_plugin-0.1.dist-info"
-    info.mkdir(parents=True)
-    (root / "failing_plugin.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: failing-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[nuclei_ssl_bench.methods]\ntest-always-fails = failing_plugin:AlwaysFails\n")
-    return root
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", [["--executor", "local", "--devices", "cpu", "--workers", "2"],
                                       ["--executor", "submitit", "--submitit-cluster", "local", "--wait"]])
-def test_a_failing_cell_is_recorded_as_inline_and_exits_1(tmp_path, executor):
-    failing_plugin(tmp_path)
+def test_a_failing_cell_is_recorded_as_inline_and_exits_1(tmp_path, executor, plugin_writer):
+    # a real installed-style plugin whose fit raises (_env puts tmp_path/plugins on PYTHONPATH)
+    plugin_writer(tmp_path / "plugins", "failing_plugin", PLUGIN, {"test-always-fails": "AlwaysFails"})
     out = tmp_path / "results"
     r = bench(tmp_path, "run", "--methods", "test-always-fails,watershed", "--datasets", "synthetic",
               "--ratios", "1/8", "--quiet", "--out", str(out), *executor, check=False)
