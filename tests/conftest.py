@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -67,19 +68,20 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def write_plugin(root: Path, module: str, source: str, methods: dict[str, str]) -> Path:
-    """A real installed-style plugin in ``root``: ``<module>.py`` holding ``source`` and a ``.dist-info``
-    whose entry points register ``methods`` (name -> class in the module). Put ``root`` on PYTHONPATH."""
-    info = root / f"{module}-0.1.dist-info"
+
+def make_dist(site: Path, dist: str, group: str, entries: dict[str, str], modules: dict[str, str]) -> None:
+    """Write a real installed distribution (``*.dist-info`` + modules) into ``site``; put ``site`` on
+    ``sys.path`` (or PYTHONPATH) to install it."""
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
     info.mkdir(parents=True)
-    (root / f"{module}.py").write_text(source)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
-    lines = "".join(f"{name} = {module}:{cls}\n" for name, cls in methods.items())
-    (info / "entry_points.txt").write_text(f"[nuclei_ssl_bench.methods]\n{lines}")
-    return root
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = [f"[{group}]"] + [f"{k} = {v}" for k, v in entries.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for name, code in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(code))
 
 
 @pytest.fixture
-def plugin_writer():
-    """:func:`write_plugin`, for test modules (a conftest is not imported by name)."""
-    return write_plugin
+def dist_writer():
+    """:func:`make_dist`, for test modules (a conftest is not imported by name)."""
+    return make_dist

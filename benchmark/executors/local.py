@@ -107,16 +107,17 @@ class _Eta:
     def text(self, pending: dict, running: dict) -> str:
         from benchmark.runner import _eta_row, eta_text
 
-        waiting = [self.model.estimate([_eta_row(c)]) for c in pending if c not in running.values()]
+        rows = {c: _eta_row(c) for c in [*pending, *running.values()]}  # one registry lookup per cell
+        waiting = [self.model.estimate([rows[c]]) for c in pending if c not in running.values()]
         if any(w is None for w in waiting):
             return ""
         free = [0.0] * self.workers  # when each worker is free, from now
         for k, cell in enumerate(running.values()):
-            est = self.model.estimate([_eta_row(cell)]) or 0.0
+            est = self.model.estimate([rows[cell]]) or 0.0
             free[k % self.workers] = max(0.0, est - (time.time() - self.started.get(cell, time.time())))
         for seconds in waiting:  # the executor's own rule: the next cell goes to the first free worker
             free[free.index(min(free))] += seconds
-        return eta_text(max(free), self.model.unmeasured([_eta_row(c) for c in pending]))
+        return eta_text(max(free), self.model.unmeasured([rows[c] for c in pending]))
 
 
 def run_local(runner: Runner, opts: ExecOptions) -> int:

@@ -131,19 +131,21 @@ class EveryRankFails(RankOneFails):
 """
 
 
-def _plugin_env(tmp_path: Path, write_plugin) -> dict:
-    plugins = write_plugin(tmp_path / "plugins", "ddp_plugins", RANK1_FAILS, {
-        "test-rank1-fails": "RankOneFails", "test-every-rank-fails": "EveryRankFails"})
+def _plugin_env(tmp_path: Path, dist_writer) -> dict:
+    plugins = tmp_path / "plugins"
+    dist_writer(plugins, "ddp-plugins", "nuclei_ssl_bench.methods", {
+        "test-rank1-fails": "ddp_plugins:RankOneFails", "test-every-rank-fails": "ddp_plugins:EveryRankFails"},
+        {"ddp_plugins": RANK1_FAILS})
     # a failing rank waits this long for the others to report the same failure (default 60 s)
     return dict(_env(tmp_path), PYTHONPATH=os.pathsep.join([str(REPO), str(plugins)]),
                 NUCLEI_SSL_BENCH_DDP_AGREE_SECONDS="5")
 
 
 @pytest.mark.slow
-def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp_path, plugin_writer):
+def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp_path, dist_writer):
     """Rank 0 is inside an all-reduce when rank 1 fails: rank 1 must exit (torchrun then stops rank 0)
     rather than wait in a gather that rank 0 never reaches."""
-    env = _plugin_env(tmp_path, plugin_writer)
+    env = _plugin_env(tmp_path, dist_writer)
     t0 = time.time()
     r = subprocess.run(torchrun("test-rank1-fails", tmp_path / "out"), env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
@@ -153,11 +155,11 @@ def test_torchrun_a_cell_failing_on_one_rank_ends_the_run_instead_of_hanging(tmp
 
 
 @pytest.mark.slow
-def test_torchrun_a_cell_failing_on_every_rank_is_recorded_and_the_grid_goes_on(tmp_path, plugin_writer):
+def test_torchrun_a_cell_failing_on_every_rank_is_recorded_and_the_grid_goes_on(tmp_path, dist_writer):
     """Every rank fails the cell (as a diverged loss does: it is detected on all ranks at once): they agree
     on it, rank 0 records it, and the next cell runs, as in a single-process grid."""
     out = tmp_path / "out"
-    env = _plugin_env(tmp_path, plugin_writer)
+    env = _plugin_env(tmp_path, dist_writer)
     r = subprocess.run(torchrun("test-every-rank-fails,watershed", out), env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0, r.stderr[-3000:]

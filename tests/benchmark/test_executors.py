@@ -249,9 +249,10 @@ class AlwaysFails(Method):
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", [["--executor", "local", "--devices", "cpu", "--workers", "2"],
                                       ["--executor", "submitit", "--submitit-cluster", "local", "--wait"]])
-def test_a_failing_cell_is_recorded_as_inline_and_exits_1(tmp_path, executor, plugin_writer):
+def test_a_failing_cell_is_recorded_as_inline_and_exits_1(tmp_path, executor, dist_writer):
     # a real installed-style plugin whose fit raises (_env puts tmp_path/plugins on PYTHONPATH)
-    plugin_writer(tmp_path / "plugins", "failing_plugin", PLUGIN, {"test-always-fails": "AlwaysFails"})
+    dist_writer(tmp_path / "plugins", "failing-plugin", "nuclei_ssl_bench.methods",
+                {"test-always-fails": "failing_plugin:AlwaysFails"}, {"failing_plugin": PLUGIN})
     out = tmp_path / "results"
     r = bench(tmp_path, "run", "--methods", "test-always-fails,watershed", "--datasets", "synthetic",
               "--ratios", "1/8", "--quiet", "--out", str(out), *executor, check=False)

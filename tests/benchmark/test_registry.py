@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,6 @@ from benchmark.registry import (
     UnknownNameError,
     load_target,
 )
-
-
-def make_dist(site: Path, dist: str, group: str, entries: dict[str, str], modules: dict[str, str]) -> None:
-    """Write a real installed distribution (``*.dist-info`` + modules) into ``site``."""
-    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    lines = [f"[{group}]"] + [f"{k} = {v}" for k, v in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    for name, code in modules.items():
-        (site / f"{name}.py").write_text(textwrap.dedent(code))
 
 
 def test_lazy_target_is_not_imported_until_get(tmp_path, monkeypatch):
@@ -105,9 +93,9 @@ def test_every_builtin_method_loads_and_is_described():
         assert cls.description
 
 
-def test_external_plugin_through_a_real_entry_point(tmp_path, monkeypatch):
+def test_external_plugin_through_a_real_entry_point(tmp_path, monkeypatch, dist_writer):
     """A third-party distribution on sys.path is discovered, loaded and conflicts are caught."""
-    make_dist(
+    dist_writer(
         tmp_path,
         "ext-plugin",
         "nuclei_ssl_bench.methods",
@@ -129,9 +117,9 @@ def test_external_plugin_through_a_real_entry_point(tmp_path, monkeypatch):
     assert reg.get("ext-thresh").description == "external test plugin"
 
 
-def test_two_distributions_claiming_one_name_raise(tmp_path, monkeypatch):
+def test_two_distributions_claiming_one_name_raise(tmp_path, monkeypatch, dist_writer):
     for dist in ("plugin-one", "plugin-two"):
-        make_dist(tmp_path / dist, dist, "nuclei_ssl_bench.methods",
+        dist_writer(tmp_path / dist, dist, "nuclei_ssl_bench.methods",
                   {"clash": f"{dist.replace('-', '_')}_mod:M"}, {})
         monkeypatch.syspath_prepend(str(tmp_path / dist))
     reg = Registry("method", group="nuclei_ssl_bench.methods")
