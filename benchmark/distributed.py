@@ -78,6 +78,7 @@ def init_from_env(device: str, lr_scaling: str = "linear") -> str:
     _STATE["lr_scaling"] = lr_scaling
     if env_world_size() <= 1:
         return device
+    seconds = agree_seconds()  # before joining: a bad value stops every rank at once, with the message
     import torch
     import torch.distributed as dist
 
@@ -86,15 +87,31 @@ def init_from_env(device: str, lr_scaling: str = "linear") -> str:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    _make_side_group(dist)
+    _make_side_group(dist, seconds)
     return device
 
 
-def _make_side_group(dist) -> None:
+def agree_seconds() -> float:
+    """The side group's timeout: :data:`AGREE_SECONDS_ENV`, default 60.
+
+    Raises:
+        ValueError: the variable is not a positive number (the message names it).
+    """
+    raw = os.environ.get(AGREE_SECONDS_ENV) or "60"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:  # also NaN
+        raise ValueError(f"{AGREE_SECONDS_ENV}={raw!r}: give a positive number of seconds (default 60), "
+                         f"or unset it")
+    return seconds
+
+
+def _make_side_group(dist, seconds: float) -> None:
     """A CPU group with a short timeout, created by every rank at once, for :func:`all_failed`."""
     from datetime import timedelta
 
-    seconds = float(os.environ.get(AGREE_SECONDS_ENV) or 60)
     _STATE["side"] = dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds))
 
 

@@ -80,6 +80,12 @@ def test_bad_ddp_options_exit_2(tmp_path, capsys, monkeypatch):
     assert main(base + ["--executor", "local"]) == 2
     assert "under torchrun" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+    for bad in ("soon", "0", "-5", "nan"):
+        monkeypatch.setenv("NUCLEI_SSL_BENCH_DDP_AGREE_SECONDS", bad)
+        with pytest.raises(ValueError, match=r"NUCLEI_SSL_BENCH_DDP_AGREE_SECONDS=.*positive number"):
+            distributed.agree_seconds()
+    monkeypatch.setenv("NUCLEI_SSL_BENCH_DDP_AGREE_SECONDS", "7.5")
+    assert distributed.agree_seconds() == 7.5
 
 
 @pytest.mark.slow
